@@ -1,0 +1,63 @@
+"""The HTTP application: DICOMweb, health; JSON errors everywhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from gateway.httpauth import HttpError
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(json.dumps({"error": message}), status=status, mimetype="application/json")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def create_app(services: Services) -> Flask:
+    from dicomweb.stow import bp as stow_bp
+
+    app = Flask("dicomgate")
+    app.config["services"] = services
+    app.config["MAX_CONTENT_LENGTH"] = None  # limits are enforced per route (STOW: max_stow_bytes)
+    app.register_blueprint(stow_bp)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        checks = {}
+        try:
+            with services.db.session() as s:
+                s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # pragma: no cover - reported, not raised
+            checks["database"] = f"error: {exc}"
+        try:
+            services.store.exists("healthz/probe")
+            checks["object_store"] = "ok"
+        except Exception as exc:  # pragma: no cover
+            checks["object_store"] = f"error: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return Response(json.dumps({"status": "ok" if ok else "degraded", **checks}),
+                        status=200 if ok else 503, mimetype="application/json")
+
+    @app.errorhandler(HttpError)
+    def _http_error(exc: HttpError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _werkzeug_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal error; the operator's log has the details")
+
+    return app

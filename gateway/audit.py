@@ -1,0 +1,49 @@
+"""The audit trail: who did what to which account, when, and from where.
+
+Append-only by construction: this module only inserts, nothing in the code
+base updates or deletes ``audit_log`` rows (except the account purge, which
+removes an erased account's trail together with its data — see jobs).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.db.base import utcnow
+from gateway.db.models import AuditEntry
+
+
+def record(
+    session: Session,
+    *,
+    account_id: str | None,
+    actor: str,
+    action: str,
+    study_uid: str | None = None,
+    source: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEntry(
+            time=utcnow(), account_id=account_id, actor=actor, action=action, study_uid=study_uid,
+            source=source, detail=json.dumps(detail or {}, sort_keys=True, default=str),
+        )
+    )
+
+
+def entries(session: Session, account_id: str, *, limit: int = 200, before_id: int | None = None) -> list[dict]:
+    q = select(AuditEntry).where(AuditEntry.account_id == account_id)
+    if before_id is not None:
+        q = q.where(AuditEntry.id < before_id)
+    rows = session.scalars(q.order_by(AuditEntry.id.desc()).limit(limit))
+    return [
+        {
+            "id": r.id, "time": r.time.isoformat(), "actor": r.actor, "action": r.action,
+            "study": r.study_uid, "source": r.source, "detail": json.loads(r.detail or "{}"),
+        }
+        for r in rows
+    ]

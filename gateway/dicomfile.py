@@ -1,0 +1,245 @@
+"""Reading what ingest needs from a DICOM Part 10 file, without touching pixels.
+
+``parse_instance`` validates the structure of the whole file (every element
+length, sequence delimiters, the file's end) but never decodes or re-encodes
+pixel data: large values are skipped with a seek (``defer_size``), so the
+cost is the header plus one pass of seeks. Anything structurally wrong
+raises :class:`MalformedInstance` with a sentence the sender can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from storage.keys import is_valid_uid
+
+IMPLEMENTATION_VERSION = "DICOMGATE_010"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
+
+
+class MalformedInstance(ValueError):
+    """The bytes are not a DICOM instance we can index; ``reason`` says why."""
+
+    def __init__(self, reason: str, *, missing_attribute: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing_attribute = missing_attribute
+
+
+@dataclass
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    patient: dict = field(default_factory=dict)
+    study: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)
+    instance: dict = field(default_factory=dict)
+    dataset: Dataset | None = None  # header only (pixel data deferred)
+
+
+def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str | None) -> bytes:
+    """Preamble + 'DICM' + File Meta group for a data set received over DIMSE."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae.strip()[:16]
+    buf = io.BytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return buf.getvalue()
+
+
+def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> InstanceHeader:
+    """Validate a Part 10 file held in ``fp`` (seekable, ``size`` bytes) and read its header.
+
+    ``meta_must_match``: the File Meta SOP Instance UID must equal the data
+    set's (DIMSE, where we build the meta from the request's Affected SOP
+    Instance UID). STOW accepts files whose meta disagrees, as PACS do.
+    """
+    fp.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # pydicom reports truncation inside sequences and items as warnings
+            warnings.simplefilter("error")
+            ds = dcmread(fp, defer_size=4096)
+            end = fp.tell()
+    except InvalidDicomError as exc:
+        raise MalformedInstance(f"not a DICOM Part 10 file: {_one_line(exc)}") from None
+    except Exception as exc:  # pydicom raises many kinds for broken data
+        raise MalformedInstance(f"the data set cannot be parsed: {_one_line(exc)}") from None
+    if end != size:
+        raise MalformedInstance(
+            f"the data set is truncated or has trailing bytes (parsed to byte {end} of {size})"
+        )
+    meta = ds.file_meta
+    ts = str(meta.get("TransferSyntaxUID", "") or "")
+    if not ts:
+        raise MalformedInstance("the file meta information has no Transfer Syntax UID", missing_attribute=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = _extract(ds, ts)
+    media_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\x00 ")
+    if meta_must_match and media_sop and media_sop != header.sop_instance_uid:
+        raise MalformedInstance(
+            f"Media Storage SOP Instance UID {media_sop} differs from SOP Instance UID {header.sop_instance_uid}"
+        )
+    _check_pixels(ds)
+    return header
+
+
+def dataset_offset(fp: BinaryIO) -> int:
+    """Byte offset where the data set starts, after preamble and File Meta (group 0002).
+
+    The digest that decides "same content" covers only the data set, so the
+    same instance resent through another AE (other meta) is still identical.
+    """
+    fp.seek(128)
+    if fp.read(4) != b"DICM":
+        raise MalformedInstance("the DICM prefix is missing")
+    pos = 132
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return pos
+        group = int.from_bytes(head[0:2], "little")
+        if group != 0x0002:
+            return pos
+        vr = head[4:6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR"):
+            length = int.from_bytes(fp.read(4), "little")
+            pos += 12 + length
+        else:
+            length = int.from_bytes(head[6:8], "little")
+            pos += 8 + length
+        fp.seek(pos)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+        raise MalformedInstance(f"{keyword} is missing", missing_attribute=True)
+    uid = str(value).strip().rstrip("\x00")
+    if not is_valid_uid(uid):
+        raise MalformedInstance(f"{keyword} {uid[:80]!r} is not a valid DICOM UID (PS3.5 9.1)")
+    return uid
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    text = str(value).strip().rstrip("\x00")
+    return text[:limit] if text else None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except Exception:
+        return None
+
+
+def normalise_name(name: str | None) -> str | None:
+    """Lower-case, accents stripped, components separated by spaces (for fuzzy matching)."""
+    if not name:
+        return None
+    decomposed = unicodedata.normalize("NFKD", name)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(plain.replace("^", " ").replace("=", " ").lower().split())[:324] or None
+
+
+def _extract(ds: Dataset, ts: str) -> InstanceHeader:
+    sop_class = _uid(ds, "SOPClassUID")
+    sop = _uid(ds, "SOPInstanceUID")
+    study = _uid(ds, "StudyInstanceUID")
+    series = _uid(ds, "SeriesInstanceUID")
+    name = _text(ds, "PatientName", 324)
+    return InstanceHeader(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop,
+        study_uid=study,
+        series_uid=series,
+        transfer_syntax_uid=ts,
+        patient={
+            "patient_id": _text(ds, "PatientID", 64),
+            "issuer": _text(ds, "IssuerOfPatientID", 64),
+            "patient_name": name,
+            "patient_name_norm": normalise_name(name),
+            "birth_date": _text(ds, "PatientBirthDate", 8),
+            "sex": _text(ds, "PatientSex", 16),
+        },
+        study={
+            "study_date": _text(ds, "StudyDate", 8),
+            "study_time": _text(ds, "StudyTime", 16),
+            "accession_number": _text(ds, "AccessionNumber", 16),
+            "study_id": _text(ds, "StudyID", 16),
+            "description": _text(ds, "StudyDescription", 64),
+            "referring_physician": _text(ds, "ReferringPhysicianName", 324),
+            "patient_age": _text(ds, "PatientAge", 4),
+        },
+        series={
+            "modality": _text(ds, "Modality", 16),
+            "series_number": _int(ds, "SeriesNumber"),
+            "description": _text(ds, "SeriesDescription", 64),
+            "body_part": _text(ds, "BodyPartExamined", 16),
+            "series_date": _text(ds, "SeriesDate", 8),
+            "series_time": _text(ds, "SeriesTime", 16),
+        },
+        instance={
+            "instance_number": _int(ds, "InstanceNumber"),
+            "rows": _int(ds, "Rows"),
+            "columns": _int(ds, "Columns"),
+            "number_of_frames": _int(ds, "NumberOfFrames"),
+        },
+        dataset=ds,
+    )
+
+
+def _check_pixels(ds: Dataset) -> None:
+    """An image whose pixel data is absent or short was cut off in transit."""
+    has_pixels = any(tag in ds for tag in _PIXEL_TAGS)
+    if "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds and not has_pixels:
+        raise MalformedInstance("the image has Rows/Columns but no Pixel Data: the data set looks truncated")
+    if 0x7FE00010 not in ds:
+        return
+    elem = ds.get_item(0x7FE00010)
+    length = getattr(elem, "length", None)
+    if length is None or length == 0xFFFFFFFF:
+        return  # encapsulated: delimiters were checked while parsing
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception:
+        return  # not enough to compute; structure was still valid
+    expected = rows * cols * spp * frames * bits // 8 if bits >= 8 else (rows * cols * spp * frames + 7) // 8
+    if 0 < length < expected:
+        raise MalformedInstance(f"Pixel Data holds {length} bytes but the image needs {expected}")

@@ -1,0 +1,48 @@
+"""Who is calling over HTTP, and may they touch this account? (DICOMweb and REST)
+
+401: no or bad credentials. 404: the caller has no standing on the account
+(so its existence is not revealed). 403: standing, but not this action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Request
+
+from consent.decision import Action, Decision, Principal, decide
+from gateway.accounts import account_ref, get_account
+from gateway.auth import AuthError, authenticate, parse_authorization
+from gateway.services import Services
+
+
+@dataclass
+class HttpError(Exception):
+    status: int
+    message: str
+    headers: dict[str, str] | None = None
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dicomgate", Basic realm="dicomgate", charset="UTF-8"'}
+
+
+def principal_from_request(services: Services, request: Request) -> Principal:
+    try:
+        creds = parse_authorization(request.headers.get("Authorization"))
+        if creds is None:
+            raise HttpError(401, "credentials are required (Bearer token or Basic)", CHALLENGE)
+        with services.db.session() as s:
+            return authenticate(s, creds, source=request.remote_addr, operator_token=services.settings.operator_token)
+    except AuthError as exc:
+        raise HttpError(401, str(exc), CHALLENGE) from None
+
+
+def authorise(services: Services, principal: Principal, account_id: str, action: Action) -> Decision:
+    """Account-level gate (sensitivity is decided per study further in)."""
+    with services.db.session() as s:
+        decision = decide(s, principal, action, account_ref(get_account(s, account_id)))
+    if not decision.visible:
+        raise HttpError(404, f"no account {account_id}")
+    if not decision.allowed:
+        raise HttpError(403, f"not allowed: {decision.reason}")
+    return decision

@@ -1,0 +1,80 @@
+"""``dicomgate serve``: the DIMSE SCP, the HTTP server and the scheduler in one process.
+
+SIGTERM / SIGINT: stop accepting, let associations and requests in flight
+finish (bounded), then exit. Nothing is acknowledged before it is durable,
+so whatever is cut off was never reported as stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from waitress.server import create_server
+
+from gateway.app import create_app
+from gateway.services import Services
+from gateway.settings import Settings
+from scp.server import DimseServer
+
+log = logging.getLogger("dicomgate")
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    services = Services.from_settings(settings)
+    dimse = DimseServer(services)
+    dicom_port = dimse.start()
+    app = create_app(services)
+    http = create_server(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        threads=settings.workers,
+        max_request_body_size=settings.max_stow_bytes + (1 << 20),
+        channel_timeout=300,
+        ident="dicomgate",
+        clear_untrusted_proxy_headers=True,
+    )
+    http_port = http.effective_port  # type: ignore[union-attr]
+    log.info(
+        "dicomgate serving: DICOM %s:%s, HTTP http://%s:%s, index %s, objects %s",
+        settings.host, dicom_port, settings.host, http_port,
+        _redact(settings.effective_database_url), services.store.describe(),
+    )
+    stopping = threading.Event()
+
+    def _stop(signum, _frame):  # type: ignore[no-untyped-def]
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("signal %s: shutting down", signum)
+        threading.Thread(target=http.close, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        http.run()
+    except (OSError, ValueError):
+        if not stopping.is_set():
+            raise
+    finally:
+        dimse.stop(timeout=20)
+        services.close()
+        log.info("dicomgate stopped")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

@@ -1,0 +1,144 @@
+"""Settings: embedded defaults < TOML file (``--config``) < ``DICOMGATE_*`` env < flags.
+
+One dataclass holds every key of SPEC.md "Settings"; :func:`load_settings`
+merges the four layers in that order of precedence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "DICOMGATE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "./dicomgate-data"
+    host: str = "127.0.0.1"
+    dicom_port: int = 11112
+    http_port: int = 8080
+    database_url: str | None = None
+    object_store: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str | None = None
+    workers: int = 8
+    purge_window: int = 300
+    usage_retention_days: int = 14
+    stats_k: int = 10
+    max_stow_bytes: int = 4 << 30
+    token_ttl: int = 86400
+    operator_token: str | None = None
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca_certificate: str | None = None
+    sensitivity_rules: list[dict[str, Any]] | None = None
+    max_associations: int = 32
+    dimse_timeout: int = 60
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL; a bare ``postgresql://`` URL gets the psycopg 3 driver."""
+        url = self.database_url or f"sqlite:///{self.data_path / 'index.sqlite3'}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+
+    @property
+    def effective_object_store(self) -> str:
+        return self.object_store or f"file://{self.data_path / 'objects'}"
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    f = _FIELDS[name]
+    typ = str(f.type)
+    if value is None:
+        return None
+    if typ.startswith("int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"setting {name} must be a whole number, not {value!r}") from None
+    if typ.startswith("list"):
+        if not isinstance(value, list):
+            raise SettingsError(f"setting {name} must be a list")
+        return value
+    return str(value)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge defaults, a TOML file, ``DICOMGATE_*`` env and flag overrides (None = not given)."""
+    values: dict[str, Any] = {}
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key not in _FIELDS:
+                raise SettingsError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value)
+    for name in _FIELDS:
+        if name == "sensitivity_rules":
+            continue  # structured: TOML only
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    for port_name in ("dicom_port", "http_port"):
+        port = getattr(s, port_name)
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"{port_name} must be between 0 and 65535, not {port}")
+    if s.workers < 1:
+        raise SettingsError("workers must be at least 1")
+    if s.max_stow_bytes < 1:
+        raise SettingsError("max_stow_bytes must be positive")
+    store = s.effective_object_store
+    if not (store.startswith("file://") or store.startswith("s3://")):
+        raise SettingsError(f"object_store must be file://PATH or s3://BUCKET, not {store!r}")
+    if store.startswith("s3://") and not s.s3_endpoint:
+        raise SettingsError("an s3:// object store needs s3_endpoint (--s3-endpoint)")
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,165 @@
+"""The DIMSE SCP: a pynetdicom AE whose association policy asks the gateway.
+
+pynetdicom has no hook that can reject an association from code, so the
+acceptor's ACSE is swapped for one that consults :func:`decide_association`
+first; everything else is stock pynetdicom. Accepted sockets get TCP_NODELAY
+(small instances otherwise wait ~40 ms each on delayed ACKs).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.acse import ACSE
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+from gateway.services import Services
+from scp.handlers import handle_echo, handle_store
+from scp.policy import REJECTED_PERMANENT, SOURCE_SERVICE_USER, decide_association
+
+log = logging.getLogger(__name__)
+
+#: accepted as sent, never transcoded
+STORAGE_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+
+class PolicyACSE(ACSE):
+    def __init__(self, assoc, services: Services) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(assoc)
+        self._services = services
+
+    def _negotiate_as_acceptor(self) -> None:
+        rq = self.requestor.primitive
+        address = self.assoc.requestor.address
+        verdict = decide_association(self._services.db, rq.calling_ae_title, rq.called_ae_title, address)
+        if not verdict.accepted:
+            log.info("association from %s %r to %r rejected: %s", address, rq.calling_ae_title,
+                     rq.called_ae_title, verdict.reason)
+            self.send_reject(REJECTED_PERMANENT, SOURCE_SERVICE_USER, verdict.diagnostic)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
+        self.assoc.dicomgate = verdict  # read by the DIMSE handlers
+        super()._negotiate_as_acceptor()
+
+
+def _make_handler(services: Services):  # type: ignore[no-untyped-def]
+    class PolicyRequestHandler(RequestHandler):
+        def _create_association(self):  # type: ignore[no-untyped-def]
+            try:
+                raw = self.request
+                sock = raw if isinstance(raw, socket.socket) else None
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            assoc = super()._create_association()
+            assoc.acse = PolicyACSE(assoc, services)
+            return assoc
+
+    return PolicyRequestHandler
+
+
+def build_ae(services: Services) -> AE:
+    settings = services.settings
+    ae = AE(ae_title="DICOMGATE")
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    ae.maximum_associations = settings.max_associations
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.dimse_timeout
+    ae.acse_timeout = 30
+    ae.maximum_pdu_size = 0  # no limit on what we receive per PDU
+    ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+    return ae
+
+
+def tls_context(settings) -> ssl.SSLContext | None:  # type: ignore[no-untyped-def]
+    """BCP 195 profile: TLS 1.2+, no legacy ciphers; client certificates when a CA is set."""
+    if not settings.tls_certificate:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
+    if settings.tls_ca_certificate:
+        ctx.load_verify_locations(settings.tls_ca_certificate)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class DimseServer:
+    """The running SCP: ``start()`` binds and serves in a thread, ``stop()`` closes."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.ae = build_ae(services)
+        self.server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        s = self.services.settings
+        handlers = [
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, handle_store, [self.services]),
+        ]
+        self.server = self.ae.make_server(
+            (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),
+            server_class=ThreadedAssociationServer, request_handler=_make_handler(self.services),
+        )
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="dimse-acceptor", daemon=True)
+        self._thread.start()
+        self.ae._servers.append(self.server)
+        return self.server.server_address[1]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting; let associations in flight finish (up to ``timeout``), then abort the rest."""
+        if self.server is None:
+            return
+        self.server.socket.close() if False else None
+        import time
+
+        self.server.shutdown()  # stops accepting new associations
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(a.is_alive() for a in self.ae.active_associations):
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        self.server = None
