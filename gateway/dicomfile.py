@@ -143,7 +143,7 @@ def _uid(ds: Dataset, keyword: str) -> str:
         raise MalformedInstance(f"{keyword} is missing", missing_attribute=True)
     uid = str(value).strip().rstrip("\x00")
     if not is_valid_uid(uid):
-        raise MalformedInstance(f"{keyword} {uid[:80]!r} is not a valid DICOM UID (PS3.5 9.1)")
+        raise MalformedInstance(f"{keyword} is not a valid DICOM UID (PS3.5 9.1): {uid[:70]!r}")
     return uid
 
 
@@ -229,7 +229,7 @@ def _check_pixels(ds: Dataset) -> None:
         raise MalformedInstance("the image has Rows/Columns but no Pixel Data: the data set looks truncated")
     if 0x7FE00010 not in ds:
         return
-    elem = ds.get_item(0x7FE00010)
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
     length = getattr(elem, "length", None)
     if length is None or length == 0xFFFFFFFF:
         return  # encapsulated: delimiters were checked while parsing

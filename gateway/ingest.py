@@ -235,7 +235,7 @@ def _resend_result(existing: Instance, digest: str, ids: dict) -> IngestResult:
         return IngestResult(Outcome.DUPLICATE, "already stored with identical content", **ids)
     return IngestResult(
         Outcome.CONFLICT,
-        f"SOP Instance UID {existing.sop_uid} is already stored with different content",
+        f"already stored with different content: SOP Instance UID {existing.sop_uid}",
         **ids,
     )
 
