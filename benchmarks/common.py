@@ -405,7 +405,7 @@ def make_ae(sop_classes: Iterable[str], ae_title: str = SENDER_AET):
 
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = 300  # single-process storescp queues concurrent associations
-    ae.dimse_timeout = 300
+    ae.dimse_timeout = 30  # no single C-STORE here should take that long; bounds a lost response
     ae.network_timeout = 300
     for uid in sop_classes:
         ae.add_requested_context(uid, [ExplicitVRLittleEndian])

@@ -201,6 +201,10 @@ def ratios(results: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` dumps stacks
     targets = [args.only] if args.only else list(TARGETS)
     selected = WORKLOADS
     if args.workloads:
