@@ -89,6 +89,7 @@ def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> 
         raise MalformedInstance(
             f"the data set is truncated or has trailing bytes (parsed to byte {end} of {size})"
         )
+    _check_last_element(ds, size, fp)
     meta = ds.file_meta
     ts = str(meta.get("TransferSyntaxUID", "") or "")
     if not ts:
@@ -130,6 +131,55 @@ def dataset_offset(fp: BinaryIO) -> int:
             length = int.from_bytes(head[6:8], "little")
             pos += 8 + length
         fp.seek(pos)
+
+
+_SEQ_DELIMITER = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+
+
+def _check_last_element(ds: Dataset, size: int, fp: BinaryIO) -> None:
+    """pydicom reads a short final value, or a final sequence without its
+    delimiter, without complaint: make the data set end exactly at the file's end."""
+    tags = list(ds.keys())
+    if not tags:
+        raise MalformedInstance("the data set is empty")
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99":
+        _check_deflate_stream(fp, size)
+        return
+    elem = ds.get_item(tags[-1], keep_deferred=True)
+    length = getattr(elem, "length", None)
+    tell = getattr(elem, "value_tell", None)
+    if length == 0xFFFFFFFF or getattr(elem, "is_undefined_length", False):
+        fp.seek(size - 8)
+        if fp.read(8) not in _SEQ_DELIMITER:
+            raise MalformedInstance("the data set is truncated (the last sequence has no delimiter)")
+        return
+    if length is None or tell is None:
+        return
+    if tell + length != size:
+        raise MalformedInstance(
+            f"the data set is truncated or has trailing bytes (last value ends at {tell + length}, file has {size})"
+        )
+
+
+def _check_deflate_stream(fp: BinaryIO, size: int) -> None:
+    import zlib
+
+    start = dataset_offset(fp)
+    fp.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        while chunk := fp.read(1 << 20):
+            inflater.decompress(chunk, 0)
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise MalformedInstance(f"the deflated data set is corrupt: {exc}") from None
+    if not inflater.eof:
+        raise MalformedInstance("the deflated data set is truncated")
+    # some writers leave a gzip-style trailer (CRC-32 + size, 8 bytes) after the stream
+    trailing = inflater.unused_data + fp.read(64)
+    if len(trailing.rstrip(b"\x00")) > 8:
+        raise MalformedInstance("the deflated data set has trailing bytes")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -241,5 +291,7 @@ def _check_pixels(ds: Dataset) -> None:
     except Exception:
         return  # not enough to compute; structure was still valid
     expected = rows * cols * spp * frames * bits // 8 if bits >= 8 else (rows * cols * spp * frames + 7) // 8
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        expected = expected * 2 // 3  # chroma is shared by pixel pairs (PS3.3 C.7.6.3.1.2)
     if 0 < length < expected:
         raise MalformedInstance(f"Pixel Data holds {length} bytes but the image needs {expected}")
