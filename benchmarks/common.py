@@ -405,7 +405,7 @@ def make_ae(sop_classes: Iterable[str], ae_title: str = SENDER_AET):
 
     ae = AE(ae_title=ae_title)
     ae.acse_timeout = 300  # single-process storescp queues concurrent associations
-    ae.dimse_timeout = 30  # no single C-STORE here should take that long; bounds a lost response
+    ae.dimse_timeout = 10  # no single C-STORE here should take that long; bounds a lost-response stall
     ae.network_timeout = 300
     for uid in sop_classes:
         ae.add_requested_context(uid, [ExplicitVRLittleEndian])
@@ -420,60 +420,72 @@ def _nodelay(assoc) -> None:
         pass
 
 
+def _item_name(item: Any) -> str:
+    return str(item.SOPInstanceUID) if isinstance(item, pydicom.Dataset) else Path(str(item)).name
+
+
+MAX_RECONNECTS = 3
+
+
 def cstore_worker(files: Sequence[Any], sop_classes: Sequence[str], port: int, called_aet: str,
                   lat_out: list[float], err_out: list[str], counts: dict[str, int],
                   lock: threading.Lock, start_evt: threading.Event | None = None) -> None:
-    """One association: send every item of `files` (paths or Datasets)."""
+    """Send every item of `files` (paths or Datasets) over one association.
+
+    If the association is lost (e.g. no C-STORE-RSP within dimse_timeout),
+    the item is counted as failed, a new association is opened and sending
+    continues with the next item (at most MAX_RECONNECTS times); the stall is
+    part of the wall time and shows up in the error list."""
     ae = make_ae(sop_classes)
     if start_evt is not None:
         start_evt.wait()
     lats: list[float] = []
     errs: list[str] = []
     ok = fail = 0
-    try:
-        assoc = ae.associate(LOCALHOST, port, ae_title=called_aet)
-    except Exception as exc:  # noqa: BLE001
-        assoc = None
-        errs.append(f"associate raised {exc!r}")
-    if assoc is None or not assoc.is_established:
-        reason = ""
-        if assoc is not None:
-            if assoc.is_rejected:
-                reason = "rejected"
-            elif assoc.is_aborted:
-                reason = "aborted"
-        errs.append(f"association to {called_aet}@{port} failed {reason}".strip())
-        fail = len(files)
-    else:
+    perf = time.perf_counter
+    idx = 0
+    reconnects = 0
+    while idx < len(files):
+        try:
+            assoc = ae.associate(LOCALHOST, port, ae_title=called_aet)
+        except Exception as exc:  # noqa: BLE001
+            assoc = None
+            errs.append(f"associate raised {exc!r}")
+        if assoc is None or not assoc.is_established:
+            reason = ""
+            if assoc is not None:
+                reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else ""
+            errs.append(f"association to {called_aet}@{port} failed {reason}".strip())
+            fail += len(files) - idx
+            break
         _nodelay(assoc)
-        perf = time.perf_counter
-        for item in files:
+        while idx < len(files):
+            item = files[idx]
+            idx += 1
             t0 = perf()
             try:
                 status = assoc.send_c_store(item)
+                code = getattr(status, "Status", None)
+                err = None if code == 0x0000 else f"status {'none (no response)' if code is None else hex(code)}"
             except Exception as exc:  # noqa: BLE001
-                lats.append(perf() - t0)
-                fail += 1
-                errs.append(f"{Path(str(item)).name if not isinstance(item, pydicom.Dataset) else item.SOPInstanceUID}: {exc!r}")
-                if not assoc.is_established:
-                    errs.append("association lost; aborting this sender")
-                    fail += len(files) - (ok + fail)
-                    break
-                continue
+                err = repr(exc)
             lats.append(perf() - t0)
-            code = getattr(status, "Status", None)
-            if code == 0x0000:
+            if err is None:
                 ok += 1
             else:
                 fail += 1
-                name = Path(str(item)).name if not isinstance(item, pydicom.Dataset) else item.SOPInstanceUID
-                errs.append(f"{name}: status {'none (no response)' if code is None else hex(code)}")
+                errs.append(f"{_item_name(item)}: {err} after {lats[-1]:.1f}s")
             if not assoc.is_established:
-                errs.append("association lost; aborting this sender")
-                fail += len(files) - (ok + fail)
                 break
         if assoc.is_established:
             assoc.release()
+        elif idx < len(files):
+            reconnects += 1
+            if reconnects > MAX_RECONNECTS:
+                errs.append(f"association lost {reconnects} times; giving up on {len(files) - idx} items")
+                fail += len(files) - idx
+                break
+            errs.append("association lost; reconnecting and continuing")
     with lock:
         lat_out.extend(lats)
         err_out.extend(errs)

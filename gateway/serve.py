@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from waitress.server import create_server
 
@@ -52,23 +53,39 @@ def run(settings: Settings) -> None:
     stopping = threading.Event()
 
     def _stop(signum, _frame):  # type: ignore[no-untyped-def]
-        if stopping.is_set():
-            return
-        stopping.set()
         log.info("signal %s: shutting down", signum)
-        threading.Thread(target=http.close, daemon=True).start()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    http_thread = threading.Thread(target=_run_http, args=(http, stopping), name="http", daemon=True)
+    http_thread.start()
     try:
-        http.run()
-    except (OSError, ValueError):
-        if not stopping.is_set():
-            raise
+        stopping.wait()
     finally:
+        http.close()  # stop accepting connections
+        _drain_http(http, timeout=20)
         dimse.stop(timeout=20)
         services.close()
         log.info("dicomgate stopped")
+
+
+def _run_http(http, stopping: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    try:
+        http.run()
+    except Exception:
+        if not stopping.is_set():
+            log.exception("the HTTP server failed")
+            stopping.set()
+
+
+def _drain_http(http, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Let requests in flight finish (bounded); idle keep-alive connections are dropped."""
+    dispatcher = http.task_dispatcher
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (dispatcher.active_count > 0 or dispatcher.queue):
+        time.sleep(0.05)
+    dispatcher.shutdown(cancel_pending=True, timeout=1)
 
 
 def _redact(url: str) -> str:

@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.acse import ACSE
@@ -153,12 +154,10 @@ class DimseServer:
         """Stop accepting; let associations in flight finish (up to ``timeout``), then abort the rest."""
         if self.server is None:
             return
-        self.server.socket.close() if False else None
-        import time
-
         self.server.shutdown()  # stops accepting new associations
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(a.is_alive() for a in self.ae.active_associations):
+        # wait only for associations doing work; a connection still negotiating is dropped
+        while time.monotonic() < deadline and any(a.is_established for a in self.ae.active_associations):
             time.sleep(0.05)
         for assoc in self.ae.active_associations:
             assoc.abort()

@@ -52,3 +52,14 @@ def test_bad_settings_are_clear_errors(tmp_path, content, message):
 def test_missing_config_file():
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings("/nonexistent/dicomgate.toml", env={})
+
+
+@pytest.mark.parametrize("name", ["default.toml", "production.toml", "sensitivity.toml"])
+def test_example_configs_load(name):
+    from pathlib import Path
+
+    from consent.sensitivity import load_rules
+
+    path = Path(__file__).resolve().parents[3] / "config" / name
+    s = load_settings(path, env={})
+    assert load_rules(s.sensitivity_rules)

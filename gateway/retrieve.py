@@ -1,0 +1,123 @@
+"""The one door out: WADO-RS, C-GET and C-MOVE all retrieve through here.
+
+``select`` asks the consent decision (READ) once per request, resolves the
+study / series / instance the caller named to index rows (never showing
+deleted studies, nor sensitive ones without the sensitive flag), and
+``open`` streams an object's bytes exactly as stored. What may not be seen
+is reported exactly like what does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy import select
+
+from consent.decision import Action, Principal, decide
+from gateway import audit
+from gateway.accounts import account_ref, get_account
+from gateway.db import Database
+from gateway.db.models import Instance, Series, Study
+from gateway.query import NotVisible, QueryError
+from storage import ObjectStore
+from storage.keys import is_valid_uid
+
+
+class NotFound(LookupError):
+    """Nothing the caller may see matches (404 / no sub-operations)."""
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    account_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+    number_of_frames: int | None
+    rows: int | None
+    columns: int | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    instances: list[InstanceRef]
+    #: studies that matched but were withheld as sensitive (for C-GET's error comment)
+    withheld_sensitive: int = 0
+
+
+class RetrieveService:
+    def __init__(self, db: Database, store: ObjectStore) -> None:
+        self.db = db
+        self.store = store
+
+    def select(
+        self, principal: Principal, account_id: str, study_uid: str | None,
+        series_uid: str | None = None, sop_uid: str | None = None, *, require_any: bool = True,
+        study_uids: list[str] | None = None, series_uids: list[str] | None = None,
+        sop_uids: list[str] | None = None,
+    ) -> Selection:
+        for uid in [study_uid, series_uid, sop_uid, *(study_uids or []), *(series_uids or []), *(sop_uids or [])]:
+            if uid is not None and not is_valid_uid(uid):
+                raise QueryError(f"{uid[:70]!r} is not a valid UID")
+        with self.db.session() as s:
+            decision = decide(s, principal, Action.READ, account_ref(get_account(s, account_id)))
+            if not decision.visible:
+                raise NotVisible(decision)
+            if not decision.allowed:
+                raise PermissionError(decision.reason)
+            stmt = (
+                select(Instance, Series.series_uid, Study.study_uid, Study.sensitive)
+                .join(Series, Series.id == Instance.series_pk)
+                .join(Study, Study.id == Series.study_pk)
+                .where(Study.account_id == account_id, Study.deleted_at.is_(None))
+            )
+            if study_uid:
+                stmt = stmt.where(Study.study_uid == study_uid)
+            if study_uids:
+                stmt = stmt.where(Study.study_uid.in_(study_uids))
+            if series_uid:
+                stmt = stmt.where(Series.series_uid == series_uid)
+            if series_uids:
+                stmt = stmt.where(Series.series_uid.in_(series_uids))
+            if sop_uid:
+                stmt = stmt.where(Instance.sop_uid == sop_uid)
+            if sop_uids:
+                stmt = stmt.where(Instance.sop_uid.in_(sop_uids))
+            stmt = stmt.order_by(Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id)
+            refs, withheld = [], set()
+            for inst, series_uid_, study_uid_, sensitive in s.execute(stmt):
+                if sensitive and not decision.sensitive_ok:
+                    withheld.add(study_uid_)
+                    continue
+                refs.append(InstanceRef(
+                    account_id=account_id, study_uid=study_uid_, series_uid=series_uid_, sop_uid=inst.sop_uid,
+                    sop_class_uid=inst.sop_class_uid, transfer_syntax_uid=inst.transfer_syntax_uid,
+                    object_key=inst.object_key, size=inst.size, number_of_frames=inst.number_of_frames,
+                    rows=inst.rows, columns=inst.columns,
+                ))
+        if require_any and not refs:
+            raise NotFound("no such study, series or instance")
+        return Selection(refs, len(withheld))
+
+    def open(self, ref: InstanceRef, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return self.store.open(ref.object_key, start, end)
+
+    def read(self, ref: InstanceRef) -> bytes:
+        return b"".join(self.open(ref))
+
+    def record(self, principal: Principal, account_id: str, refs: list[InstanceRef], how: str,
+               detail: dict | None = None) -> None:
+        """One audit entry per study touched: who, what, when, how many instances."""
+        per_study: dict[str, int] = {}
+        for r in refs:
+            per_study[r.study_uid] = per_study.get(r.study_uid, 0) + 1
+        with self.db.session(write=True) as s:
+            for study_uid, n in per_study.items():
+                audit.record(s, account_id=account_id, actor=principal.label, action=f"study.{how}",
+                             study_uid=study_uid, source=principal.source,
+                             detail={"instances": n, **(detail or {})})
