@@ -163,3 +163,44 @@ def format_content_type(media_type: str, params: dict[str, str] | None = None) -
             raise MediaTypeError(f"invalid parameter name {k!r}")
         parts.append(f"{k}={_quote(str(v))}")
     return "; ".join(parts)
+
+
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
+    out, cur, quoted, escaped = [], [], False, False
+    for ch in value:
+        if escaped:
+            cur.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted:
+            cur.append(ch)
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+            cur.append(ch)
+        elif ch == sep and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [p.strip() for p in out if p.strip()]
+
+
+def parse_accept(value: str | None) -> list[tuple[str, dict[str, str]]]:
+    """Media ranges of an Accept header, best first (by q, then order); ``*/*`` when absent.
+
+    Ranges with q=0 are dropped; unparseable ranges raise MediaTypeError.
+    """
+    if not value or not value.strip():
+        return [("*/*", {})]
+    ranges = []
+    for index, item in enumerate(_split_outside_quotes(value, ",")):
+        mtype, params = parse_content_type(item)
+        try:
+            q = float(params.pop("q", "1"))
+        except ValueError:
+            raise MediaTypeError(f"bad q value in {item!r}") from None
+        if q > 0:
+            ranges.append((-q, index, mtype, params))
+    ranges.sort()
+    return [(m, p) for _, _, m, p in ranges]

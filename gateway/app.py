@@ -22,12 +22,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def create_app(services: Services) -> Flask:
+    from dicomweb.qido import bp as qido_bp
     from dicomweb.stow import bp as stow_bp
+    from dicomweb.wado import bp as wado_bp
 
     app = Flask("dicomgate")
     app.config["services"] = services
     app.config["MAX_CONTENT_LENGTH"] = None  # limits are enforced per route (STOW: max_stow_bytes)
     app.register_blueprint(stow_bp)
+    app.register_blueprint(qido_bp)
+    app.register_blueprint(wado_bp)
 
     @app.get("/healthz")
     def healthz() -> Response:

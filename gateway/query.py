@@ -297,9 +297,10 @@ def _check_value(value: str, vr: str, keyword: str) -> str:
         except ValueError:
             raise QueryError(f"{keyword}: {value!r} is not a valid date") from None
     else:
-        if not _TM.match(value.replace(":", "")):
-            raise QueryError(f"{keyword}: {value!r} is not a time (HHMMSS)")
         value = value.replace(":", "")
+        if not _TM.match(value) or int(value[:2]) > 23 or (len(value) >= 4 and int(value[2:4]) > 59) \
+                or (len(value) >= 6 and int(value[4:6]) > 60):
+            raise QueryError(f"{keyword}: {value!r} is not a time (HHMMSS)")
     return value
 
 

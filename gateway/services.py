@@ -13,6 +13,8 @@ from consent.sensitivity import Rule, load_rules
 from gateway.db import Database
 from gateway.db.migrate import upgrade
 from gateway.ingest import IngestService
+from gateway.query import QueryService
+from gateway.retrieve import RetrieveService
 from gateway.settings import Settings
 from storage import ObjectStore, open_store
 
@@ -44,6 +46,14 @@ class Services:
     @cached_property
     def ingest(self) -> IngestService:
         return IngestService(self.db, self.store, self.rules)
+
+    @cached_property
+    def query(self) -> QueryService:
+        return QueryService(self.db)
+
+    @cached_property
+    def retrieve(self) -> RetrieveService:
+        return RetrieveService(self.db, self.store)
 
     @property
     def base_url(self) -> str:

@@ -200,3 +200,14 @@ class Gateway:
         if self._services is not None:
             self._services.close()
             self._services = None
+
+
+def user_token(gw: Gateway, email: str, ttl: int | None = 3600) -> str:
+    """A bearer token for a user of this gateway (as `dicomgate token create` makes)."""
+    from gateway.accounts import find_user
+    from gateway.auth import issue_token
+
+    with gw.services.db.session(write=True) as s:
+        user = find_user(s, email)
+        token, _ = issue_token(s, user_id=user.id, ttl=ttl)
+    return token

@@ -1,0 +1,125 @@
+"""QIDO-RS (PS3.18 10.6): search studies, series and instances of an account."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, json, request
+
+from dicomweb.dicomjson import result_json
+from dicomweb.media import MediaTypeError, parse_accept
+from gateway.httpauth import HttpError, principal_from_request
+from gateway.query import MAX_LIMIT, NotVisible, Query, QueryError, keyword_of
+from gateway.services import Services
+
+bp = Blueprint("qido", __name__)
+BASE = "/accounts/<account_id>/dicomweb"
+_CONTROL = {"includefield", "fuzzymatching", "limit", "offset"}
+
+
+def _services() -> Services:
+    return current_app.config["services"]
+
+
+def _check_accept() -> None:
+    try:
+        ranges = parse_accept(request.headers.get("Accept"))
+    except MediaTypeError as exc:
+        raise HttpError(400, f"bad Accept header: {exc}") from None
+    for mtype, _ in ranges:
+        if mtype in ("application/dicom+json", "application/json", "*/*", "application/*"):
+            return
+    raise HttpError(406, "QIDO-RS answers application/dicom+json only")
+
+
+def _int(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a whole number, not {raw!r}") from None
+
+
+def parse_query(level: str, study: str | None = None, series: str | None = None) -> Query:
+    q = Query(level=level, study_uid=study, series_uid=series)
+    try:
+        for name in request.args.getlist("includefield"):
+            for item in name.split(","):
+                item = item.strip()
+                if not item:
+                    continue
+                if item.lower() == "all":
+                    q.include_all = True
+                else:
+                    q.include.add(keyword_of(item))
+        for name, value in request.args.items(multi=True):
+            if name in _CONTROL:
+                continue
+            q.filters[keyword_of(name)] = value
+    except QueryError as exc:
+        raise HttpError(400, str(exc)) from None
+    fuzzy = request.args.get("fuzzymatching", "false").lower()
+    if fuzzy not in ("true", "false"):
+        raise HttpError(400, "fuzzymatching must be true or false")
+    q.fuzzy = fuzzy == "true"
+    q.limit = _int("limit", 100)
+    q.offset = _int("offset", 0)
+    if not 0 < q.limit <= MAX_LIMIT:
+        raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
+    if q.offset < 0:
+        raise HttpError(400, "offset must not be negative")
+    return q
+
+
+def _search(account_id: str, q: Query) -> Response:
+    svc = _services()
+    _check_accept()
+    principal = principal_from_request(svc, request)
+    try:
+        results = svc.query.search(principal, account_id, q)
+    except NotVisible:
+        raise HttpError(404, f"no account {account_id}") from None
+    except PermissionError as exc:
+        raise HttpError(403, f"not allowed: {exc}") from None
+    except QueryError as exc:
+        raise HttpError(400, str(exc)) from None
+    base = f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
+    body = []
+    for r in results:
+        url = f"{base}/studies/{r['_study_uid']}"
+        if q.level in ("series", "instance"):
+            url += f"/series/{r['_series_uid']}"
+        if q.level == "instance":
+            url += f"/instances/{r['_sop_uid']}"
+        body.append(result_json(r, url))
+    return Response(json.dumps(body), status=200, mimetype="application/dicom+json")
+
+
+@bp.get(f"{BASE}/studies")
+def studies(account_id: str) -> Response:
+    return _search(account_id, parse_query("study"))
+
+
+@bp.get(f"{BASE}/series")
+def all_series(account_id: str) -> Response:
+    return _search(account_id, parse_query("series"))
+
+
+@bp.get(f"{BASE}/studies/<study>/series")
+def study_series(account_id: str, study: str) -> Response:
+    return _search(account_id, parse_query("series", study))
+
+
+@bp.get(f"{BASE}/instances")
+def all_instances(account_id: str) -> Response:
+    return _search(account_id, parse_query("instance"))
+
+
+@bp.get(f"{BASE}/studies/<study>/instances")
+def study_instances(account_id: str, study: str) -> Response:
+    return _search(account_id, parse_query("instance", study))
+
+
+@bp.get(f"{BASE}/studies/<study>/series/<series>/instances")
+def series_instances(account_id: str, study: str, series: str) -> Response:
+    return _search(account_id, parse_query("instance", study, series))
