@@ -1,0 +1,334 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames, bulk data, rendered images.
+
+Instances are streamed from the object store as stored, byte for byte
+(``transfer-syntax=*`` and the default); a transfer syntax other than the
+stored one cannot be given (we never transcode) and answers 406. What the
+caller may not see answers 404, exactly like what does not exist.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, json, request
+from pydicom import dcmread
+
+from consent.decision import Principal
+from dicomweb.dicomjson import dataset_json
+from dicomweb.media import MediaTypeError, parse_accept
+from dicomweb.multipart import new_boundary, write_parts
+from gateway.httpauth import HttpError, principal_from_request
+from gateway.query import NotVisible, QueryError
+from gateway.retrieve import InstanceRef, NotFound, Selection
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("wado", __name__)
+BASE = "/accounts/<account_id>/dicomweb"
+STUDY = f"{BASE}/studies/<study>"
+SERIES = f"{STUDY}/series/<series>"
+INSTANCE = f"{SERIES}/instances/<sop>"
+HEADER_PROBE = 64 << 10
+
+
+def _services() -> Services:
+    return current_app.config["services"]
+
+
+def _accept() -> list[tuple[str, dict[str, str]]]:
+    try:
+        return parse_accept(request.headers.get("Accept"))
+    except MediaTypeError as exc:
+        raise HttpError(400, f"bad Accept header: {exc}") from None
+
+
+def _select(account_id: str, study: str, series: str | None = None, sop: str | None = None) -> tuple[Principal, Selection]:
+    svc = _services()
+    principal = principal_from_request(svc, request)
+    try:
+        return principal, svc.retrieve.select(principal, account_id, study, series, sop)
+    except NotVisible:
+        raise HttpError(404, f"no account {account_id}") from None
+    except PermissionError as exc:
+        raise HttpError(403, f"not allowed: {exc}") from None
+    except QueryError as exc:
+        raise HttpError(400, str(exc)) from None
+    except NotFound:
+        raise HttpError(404, "no such study, series or instance") from None
+
+
+def _base(account_id: str) -> str:
+    return f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
+
+
+# ---------------------------------------------------------------- instances
+def _wanted_transfer_syntax() -> str:
+    """'*' (as stored) unless the client names one; 406 for what we cannot give."""
+    for mtype, params in _accept():
+        if mtype in ("*/*", "multipart/*", "multipart/related"):
+            if mtype == "multipart/related" and params.get("type", "application/dicom").lower() != "application/dicom":
+                continue
+            return params.get("transfer-syntax", "*")
+    raise HttpError(406, 'instances are available as multipart/related; type="application/dicom" only')
+
+
+def _instances_response(principal: Principal, account_id: str, sel: Selection) -> Response:
+    svc = _services()
+    ts = _wanted_transfer_syntax()
+    if ts != "*" and any(ref.transfer_syntax_uid != ts for ref in sel.instances):
+        raise HttpError(406, f"the instances are stored in other transfer syntaxes than {ts} and are never transcoded; ask for transfer-syntax=*")
+    boundary = new_boundary()
+    svc.retrieve.record(principal, account_id, sel.instances, "retrieved", {"via": "wado-rs"})
+    base = _base(account_id)  # the generator below runs after the request context is gone
+
+    def parts() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
+        for ref in sel.instances:
+            headers = {
+                "Content-Type": f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}",
+                "Content-Length": str(ref.size),
+                "Content-Location": f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}",
+            }
+            yield headers, svc.retrieve.open(ref)
+
+    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return Response(write_parts(parts(), boundary), status=200, content_type=ctype, direct_passthrough=True)
+
+
+@bp.get(STUDY)
+def study_instances(account_id: str, study: str) -> Response:
+    principal, sel = _select(account_id, study)
+    return _instances_response(principal, account_id, sel)
+
+
+@bp.get(SERIES)
+def series_instances(account_id: str, study: str, series: str) -> Response:
+    principal, sel = _select(account_id, study, series)
+    return _instances_response(principal, account_id, sel)
+
+
+@bp.get(INSTANCE)
+def instance(account_id: str, study: str, series: str, sop: str) -> Response:
+    principal, sel = _select(account_id, study, series, sop)
+    return _instances_response(principal, account_id, sel)
+
+
+# ---------------------------------------------------------------- metadata
+_PIXEL_TAG = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010) little / big endian
+
+
+def read_header(svc: Services, ref: InstanceRef):  # type: ignore[no-untyped-def]
+    """The data set without pixel data, reading only the object's first bytes where possible.
+
+    A prefix is used only once it reaches the Pixel Data tag, so no header
+    element can be cut off; objects without pixels (and deflated ones) are read whole.
+    """
+    probe = ref.size if (not ref.rows or ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99") else min(ref.size, HEADER_PROBE)
+    while True:
+        data = b"".join(svc.retrieve.open(ref, 0, probe))
+        if probe >= ref.size or any(t in data[132:] for t in _PIXEL_TAG):
+            return dcmread(io.BytesIO(data), stop_before_pixels=True)
+        probe = min(ref.size, probe * 8)
+
+
+def _metadata(account_id: str, sel: Selection, principal: Principal) -> Response:
+    if not any(m in ("application/dicom+json", "application/json", "*/*", "application/*") for m, _ in _accept()):
+        raise HttpError(406, "metadata is available as application/dicom+json")
+    svc = _services()
+    base = _base(account_id)
+    out = []
+    for ref in sel.instances:
+        ds = read_header(svc, ref)
+        url = f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
+        item = dataset_json(ds, lambda tag, url=url: f"{url}/bulkdata/{tag}")
+        if ref.rows:
+            item["7FE00010"] = {"vr": "OB" if ref.transfer_syntax_uid not in _NATIVE else "OW",
+                                "BulkDataURI": f"{url}/bulkdata/7FE00010"}
+        out.append(item)
+    svc.retrieve.record(principal, account_id, sel.instances, "metadata-viewed", {"via": "wado-rs"})
+    return Response(json.dumps(out), status=200, mimetype="application/dicom+json")
+
+
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+@bp.get(f"{STUDY}/metadata")
+def study_metadata(account_id: str, study: str) -> Response:
+    principal, sel = _select(account_id, study)
+    return _metadata(account_id, sel, principal)
+
+
+@bp.get(f"{SERIES}/metadata")
+def series_metadata(account_id: str, study: str, series: str) -> Response:
+    principal, sel = _select(account_id, study, series)
+    return _metadata(account_id, sel, principal)
+
+
+@bp.get(f"{INSTANCE}/metadata")
+def instance_metadata(account_id: str, study: str, series: str, sop: str) -> Response:
+    principal, sel = _select(account_id, study, series, sop)
+    return _metadata(account_id, sel, principal)
+
+
+# ---------------------------------------------------------------- bulk data
+@bp.get(f"{INSTANCE}/bulkdata/<tag>")
+def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Response:
+    principal, sel = _select(account_id, study, series, sop)
+    try:
+        tag_int = int(tag, 16)
+        if len(tag) != 8:
+            raise ValueError
+    except ValueError:
+        raise HttpError(400, f"{tag!r} is not a tag (8 hex digits)") from None
+    if not any(m in ("multipart/related", "multipart/*", "*/*", "application/octet-stream") for m, _ in _accept()):
+        raise HttpError(406, 'bulk data is available as multipart/related; type="application/octet-stream"')
+    svc = _services()
+    [ref] = sel.instances
+    ds = dcmread(io.BytesIO(svc.retrieve.read(ref)))
+    if tag_int not in ds:
+        raise HttpError(404, f"the instance has no attribute {tag}")
+    value = ds[tag_int].value
+    if not isinstance(value, (bytes, bytearray)):
+        raise HttpError(404, f"{tag} is not a bulk data attribute")
+    svc.retrieve.record(principal, account_id, sel.instances, "bulkdata-viewed", {"tag": tag})
+    boundary = new_boundary()
+    body = write_parts([({"Content-Type": "application/octet-stream"}, [bytes(value)])], boundary)
+    return Response(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+
+
+# ---------------------------------------------------------------- frames
+@bp.get(f"{INSTANCE}/frames/<frame_list>")
+def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) -> Response:
+    from gateway.frames import FrameError, FrameOutOfRange, decoded_frames, frame_media_type, raw_frames
+
+    try:
+        numbers = [int(x) for x in frame_list.split(",") if x.strip()]
+    except ValueError:
+        raise HttpError(400, f"{frame_list!r} is not a list of frame numbers") from None
+    if not numbers or any(n < 1 for n in numbers):
+        raise HttpError(400, "frame numbers start at 1")
+    principal, sel = _select(account_id, study, series, sop)
+    svc = _services()
+    [ref] = sel.instances
+    stored_type, _ = frame_media_type(ref.transfer_syntax_uid)
+    want = None
+    for mtype, params in _accept():
+        inner = params.get("type", "").lower() if mtype == "multipart/related" else mtype
+        if mtype in ("*/*", "multipart/*") or inner in ("", "*/*"):
+            want = stored_type
+        elif inner in (stored_type, "application/octet-stream"):
+            want = inner
+        if want:
+            break
+    if want is None:
+        raise HttpError(406, f"frames of this instance are available as {stored_type} or application/octet-stream")
+    data = svc.retrieve.read(ref)
+    try:
+        if want == stored_type:
+            ts, chunks = raw_frames(data, numbers)
+            ctype = f"{stored_type}; transfer-syntax={ts}"
+        else:
+            _, chunks = decoded_frames(data, numbers)
+            ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    except FrameOutOfRange as exc:
+        raise HttpError(404, str(exc)) from None
+    except FrameError as exc:
+        raise HttpError(400, str(exc)) from None
+    svc.retrieve.record(principal, account_id, sel.instances, "frames-viewed", {"frames": numbers})
+    boundary = new_boundary()
+    body = write_parts([({"Content-Type": ctype}, [c]) for c in chunks], boundary)
+    return Response(body, content_type=f'multipart/related; type="{want}"; boundary={boundary}')
+
+
+# ---------------------------------------------------------------- rendered
+def _image_type() -> str:
+    for mtype, _ in _accept():
+        if mtype in ("image/jpeg", "image/png"):
+            return mtype
+        if mtype in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise HttpError(406, "rendered images are available as image/jpeg or image/png")
+
+
+def _viewport() -> tuple[int, int] | None:
+    raw = request.args.get("viewport")
+    if not raw:
+        return None
+    try:
+        w, h = (int(x) for x in raw.split(",")[:2])
+        if w < 1 or h < 1 or w > 8192 or h > 8192:
+            raise ValueError
+        return w, h
+    except ValueError:
+        raise HttpError(400, "viewport must be 'width,height' (1 to 8192)") from None
+
+
+def _window() -> tuple[float, float, str] | None:
+    raw = request.args.get("window")
+    if not raw:
+        return None
+    try:
+        parts = raw.split(",")
+        center, width = float(parts[0]), float(parts[1])
+        fn = parts[2].upper() if len(parts) > 2 else "LINEAR"
+        if width <= 0 or fn not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+            raise ValueError
+        return center, width, fn
+    except (ValueError, IndexError):
+        raise HttpError(400, "window must be 'center,width[,linear|linear_exact|sigmoid]'") from None
+
+
+def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
+    from gateway.frames import FrameOutOfRange
+    from gateway.render import RenderError, render, thumbnail
+
+    mtype = _image_type()
+    viewport, window = _viewport(), _window()
+    quality = request.args.get("quality", "90")
+    if not quality.isdigit() or not 1 <= int(quality) <= 100:
+        raise HttpError(400, "quality must be 1 to 100")
+    principal, sel = _select(account_id, study, series, sop)
+    svc = _services()
+    [ref] = sel.instances
+    data = svc.retrieve.read(ref)
+    try:
+        if thumb:
+            image = thumbnail(data, media_type=mtype)
+        else:
+            image = render(data, frame=frame, media_type=mtype, viewport=viewport, window=window,
+                           quality=int(quality))
+    except FrameOutOfRange as exc:
+        raise HttpError(404, str(exc)) from None
+    except RenderError as exc:
+        raise HttpError(406 if "no pixel data" in str(exc) else 400, str(exc)) from None
+    svc.retrieve.record(principal, account_id, sel.instances, "rendered-viewed", {"thumbnail": thumb})
+    return Response(image, mimetype=mtype)
+
+
+@bp.get(f"{INSTANCE}/rendered")
+def instance_rendered(account_id: str, study: str, series: str, sop: str) -> Response:
+    return _rendered(account_id, study, series, sop, 1, False)
+
+
+@bp.get(f"{INSTANCE}/frames/<int:frame>/rendered")
+def frame_rendered(account_id: str, study: str, series: str, sop: str, frame: int) -> Response:
+    return _rendered(account_id, study, series, sop, frame, False)
+
+
+@bp.get(f"{INSTANCE}/thumbnail")
+def instance_thumbnail(account_id: str, study: str, series: str, sop: str) -> Response:
+    return _rendered(account_id, study, series, sop, 1, True)
+
+
+@bp.get(f"{SERIES}/thumbnail")
+@bp.get(f"{STUDY}/thumbnail")
+def group_thumbnail(account_id: str, study: str, series: str | None = None) -> Response:
+    """A study's or series' thumbnail: that of its middle image instance."""
+    _image_type()
+    _, sel = _select(account_id, study, series)
+    images = [r for r in sel.instances if r.rows]
+    if not images:
+        raise HttpError(404, "no image in this study or series")
+    mid = images[len(images) // 2]
+    return _rendered(account_id, mid.study_uid, mid.series_uid, mid.sop_uid, 1, True)
