@@ -144,3 +144,47 @@ class AuditEntry(Base):
     study_uid: Mapped[str | None] = mapped_column(UID)
     source: Mapped[str | None] = mapped_column(String(120))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class UsageEvent(Base):
+    """Raw usage (sign-ins, requests, associations), tied to an account for
+    ``usage_retention_days``; then folded into :class:`UsageDaily` and deleted."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_time", "time"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    account_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(32))  # sign-in | request | association | link-click ...
+    detail: Mapped[str] = mapped_column(String(200), default="")
+
+
+class UsageDaily(Base):
+    """Aggregated usage: a count per day and kind, with no account or user reference."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (UniqueConstraint("day", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC)
+    kind: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Erasure(Base):
+    """A deletion request (a study or a whole account) and its purge.
+
+    The row keeps no identifier of the data it erased beyond the account id
+    (cleared once the account is purged) so that the receipt itself does not
+    become a record of the patient.
+    """
+
+    __tablename__ = "erasures"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # unguessable receipt id
+    scope: Mapped[str] = mapped_column(String(16))  # study | account
+    account_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    study_pk: Mapped[int | None] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    objects_removed: Mapped[int] = mapped_column(Integer, default=0)
