@@ -200,7 +200,8 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
 # ---------------------------------------------------------------- frames
 @bp.get(f"{INSTANCE}/frames/<frame_list>")
 def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) -> Response:
-    from gateway.frames import FrameError, FrameOutOfRange, decoded_frames, frame_media_type, raw_frames
+    from gateway.frames import (FrameDecodeError, FrameError, FrameOutOfRange, decoded_frames,
+                                frame_media_type, raw_frames)
 
     try:
         numbers = [int(x) for x in frame_list.split(",") if x.strip()]
@@ -233,6 +234,8 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
             ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
+    except FrameDecodeError as exc:
+        raise HttpError(406, f"the stored frames cannot be decoded: {exc}") from None
     except FrameError as exc:
         raise HttpError(400, str(exc)) from None
     svc.retrieve.record(principal, account_id, sel.instances, "frames-viewed", {"frames": numbers})
@@ -301,7 +304,8 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
     except RenderError as exc:
-        raise HttpError(406 if "no pixel data" in str(exc) else 400, str(exc)) from None
+        # no pixels, or pixels we cannot decode: that representation cannot be given
+        raise HttpError(406, str(exc)) from None
     svc.retrieve.record(principal, account_id, sel.instances, "rendered-viewed", {"thumbnail": thumb})
     return Response(image, mimetype=mtype)
 

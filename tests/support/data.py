@@ -16,7 +16,7 @@ TRANSFER_SYNTAX_FILES = {
     "1.2.840.10008.1.2.2": "MR_small_bigendian.dcm",
     "1.2.840.10008.1.2.1.99": "image_dfl.dcm",
     "1.2.840.10008.1.2.4.50": "SC_rgb_jpeg_dcmtk.dcm",
-    "1.2.840.10008.1.2.4.51": "JPEG-lossy.dcm",
+    "1.2.840.10008.1.2.4.51": "JPGExtended.dcm",  # JPEG-lossy.dcm has a malformed JPEG header
     "1.2.840.10008.1.2.4.70": "SC_rgb_jpeg_gdcm.dcm",
     "1.2.840.10008.1.2.4.80": "MR_small_jpeg_ls_lossless.dcm",
     "1.2.840.10008.1.2.4.90": "MR_small_jp2klossless.dcm",
