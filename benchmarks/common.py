@@ -885,6 +885,13 @@ class DicomgateServer(Server):
         self.called_aet = str(self.account["ae_title"])
         return self
 
+    def stored_count(self) -> int | None:
+        """Objects in the default file store (None with another object store)."""
+        root = self.data_dir / "objects"
+        if not root.is_dir():
+            return None
+        return sum(1 for p in root.rglob("*") if p.is_file() and ".tmp" not in p.relative_to(root).parts)
+
     @property
     def stow_url(self) -> str:
         return f"{self.base}/accounts/{self.account['id']}/dicomweb/studies"

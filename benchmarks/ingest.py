@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     total_fail = sum(r["failures"] for r in rows)
     print()
     print(f"total failures: {total_fail}")
+    if any("no response" in e for r in rows for e in r["errors"]):
+        print("  (a 'status none (no response)' failure costs a ~10 s stall in that workload's wall time: "
+              "known pynetdicom client issue, see README; re-run that workload)")
     if rat:
         print()
         print("ratios dicomgate / peer (inst/s > 1 means dicomgate is faster; latency/RSS/CPU > 1 means dicomgate uses more)")
