@@ -3,7 +3,9 @@
 pynetdicom has no hook that can reject an association from code, so the
 acceptor's ACSE is swapped for one that consults :func:`decide_association`
 first; everything else is stock pynetdicom. Accepted sockets get TCP_NODELAY
-(small instances otherwise wait ~40 ms each on delayed ACKs).
+(small instances otherwise wait ~40 ms each on delayed ACKs). Handlers: C-ECHO
+and C-STORE in :mod:`scp.handlers`, C-FIND / C-GET / C-MOVE in
+:mod:`scp.query_retrieve`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import time
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -38,6 +48,7 @@ from pydicom.uid import (
 from gateway.services import Services
 from scp.handlers import handle_echo, handle_store
 from scp.policy import REJECTED_PERMANENT, SOURCE_SERVICE_USER, decide_association
+from scp.query_retrieve import handle_find, handle_get, handle_move
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,18 @@ STORAGE_TRANSFER_SYNTAXES = [
     JPEG2000,
     RLELossless,
 ]
+
+
+QUERY_RETRIEVE_CLASSES = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+]
+QUERY_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+                           DeflatedExplicitVRLittleEndian]
 
 
 class PolicyACSE(ACSE):
@@ -107,8 +130,13 @@ def build_ae(services: Services) -> AE:
     ae.acse_timeout = 30
     ae.maximum_pdu_size = 0  # no limit on what we receive per PDU
     ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    # storage: we are SCP for C-STORE, and SCU for the C-GET sub-operations when
+    # the requestor proposes the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4);
+    # without role selection the default roles apply, so plain C-STORE is unchanged
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+    for qr in QUERY_RETRIEVE_CLASSES:
+        ae.add_supported_context(qr, QUERY_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -139,6 +167,9 @@ class DimseServer:
         handlers = [
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self.services]),
+            (evt.EVT_C_FIND, handle_find, [self.services]),
+            (evt.EVT_C_GET, handle_get, [self.services]),
+            (evt.EVT_C_MOVE, handle_move, [self.services]),
         ]
         self.server = self.ae.make_server(
             (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),

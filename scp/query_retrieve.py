@@ -1,0 +1,469 @@
+"""DIMSE Query/Retrieve SCP: C-FIND, C-GET and C-MOVE for providers with pull consent.
+
+Thin adapters over :class:`gateway.query.QueryService` (C-FIND) and
+:class:`gateway.retrieve.RetrieveService` (C-GET, C-MOVE): decode the
+identifier, ask the service (which asks the one consent decision, READ, and
+hides deleted studies and sensitive ones without the sensitive flag), map the
+outcome to a status. The principal and the account come from the association
+policy (``event.assoc.dicomgate``).
+
+Information models: Patient Root and Study Root, FIND / GET / MOVE; levels
+PATIENT (Patient Root only), STUDY, SERIES, IMAGE. A PATIENT-level query runs
+at study level and answers one identifier per patient (PatientID +
+PatientName), with patient attributes only.
+
+C-FIND (PS3.4 C.4.1.1.4)
+  0xFF00 pending, one per match, with the requested return keys filled (keys
+         this server cannot match are ignored for matching and returned
+         empty), plus QueryRetrieveLevel, RetrieveAETitle (the account's AE
+         title) and SpecificCharacterSet (ISO_IR 192 when a value is not ASCII)
+  0x0000 done        0xFE00 cancelled (C-CANCEL between matches)
+  0xA900 identifier does not match the SOP class: no or unknown
+         QueryRetrieveLevel for this model, undecodable, or a matching value
+         the query service refuses (bad date, range, UID...); Error Comment says which
+  0xC000 unable to process: refused by consent (the link has no pull scope,
+         or is no longer in force); Error Comment gives the decision's reason
+
+C-GET (PS3.4 C.4.3.1.4) and C-MOVE (C.4.2.1.4)
+  0xFF00 pending per C-STORE sub-operation; 0x0000 all sent, or nothing
+         matched (zero sub-operations: an unknown study is not an error);
+         0xB000 / 0xA702 some / all sub-operations failed (counted by
+         pynetdicom, e.g. no accepted context for the stored transfer syntax);
+         0xFE00 cancelled
+  0xA900 identifier does not match the SOP class (level, missing or bad UIDs)
+  0xC000 refused, zero sub-operations, Error Comment says why: no pull
+         consent, or everything that matched is sensitive and the link lacks
+         the sensitive flag ("the study is sensitive; the link lacks the
+         sensitive flag"). Partly sensitive selections send what may be seen.
+  0xA801 (C-MOVE) move destination refused, Error Comment says why: not a
+         registered provider, no host/port, no consent to receive this
+         account's data, or it could not be reached.
+
+C-MOVE destinations: the Move Destination AE title must be a registered
+(not removed) provider with host and port, and it must itself be allowed to
+receive the data: either it is the requesting provider, or it has a link in
+force with the account with pull consent (and the sensitive flag when a
+selected study is sensitive), asked through ``consent.decision.decide`` for
+the destination as principal. Otherwise nothing is sent anywhere: moving an
+account's images to a third party the holder never authorised would bypass
+the consent the holder gave. The sub-association is opened by pynetdicom
+with the gateway's own AE title (``DICOMGATE``) as calling AE: the AE object
+is shared by all associations, so its title cannot safely be set per move.
+Its presentation contexts are the (SOP class, stored transfer syntax) pairs
+of the selection, plus the uncompressed syntaxes for uncompressed objects, so
+objects go out as stored and are never transcoded.
+
+Audit: one entry per study handed over for transfer ("study.c-get",
+"study.c-move" with the destination), written when the handler finishes.
+
+pynetdicom's handler contract only lets a C-GET end with a failure after at
+least one announced sub-operation (which it then reports as failed), and a
+C-MOVE refusal before the destination is known can only be 0xA801 without a
+comment. To answer "refused, zero sub-operations, with an Error Comment",
+:func:`_answer_instead` amends that one final response on its way out.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+from typing import Any, Iterator
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+from sqlalchemy import select
+
+from consent.decision import Action, Principal, decide
+from consent.models import Provider
+from gateway.accounts import account_ref, get_account
+from gateway.db.models import Study
+from gateway.query import ATTRIBUTES, MAX_LIMIT, NotVisible, Query, QueryError
+from gateway.retrieve import InstanceRef, NotFound, Selection
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+PENDING = 0xFF00
+SUCCESS = 0x0000
+CANCEL = 0xFE00
+IDENTIFIER_MISMATCH = 0xA900
+REFUSED = 0xC000
+MOVE_DESTINATION_REFUSED = 0xA801
+
+PATIENT_ROOT = {
+    "1.2.840.10008.5.1.4.1.2.1.1",  # FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # GET
+}
+#: DICOM level -> query service level
+LEVELS = {"PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
+UNIQUE_KEY = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+              "IMAGE": "SOPInstanceUID"}
+_RANK = {"study": 0, "series": 1, "instance": 2}
+PATIENT_KEYS = {"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex"}
+#: returned at PATIENT level, summed over the patient's matching studies
+PATIENT_COUNTS = {"NumberOfPatientRelatedStudies": None,
+                  "NumberOfPatientRelatedSeries": "NumberOfStudyRelatedSeries",
+                  "NumberOfPatientRelatedInstances": "NumberOfStudyRelatedInstances"}
+#: never matching or return keys of their own
+_CONTROL = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
+_UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+
+
+class BadIdentifier(ValueError):
+    """The identifier does not fit the information model (0xA900)."""
+
+
+def status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment and code != SUCCESS:
+        ds.ErrorComment = _lo(comment)
+    return ds
+
+
+def _lo(text: str) -> str:
+    """Error Comment is LO: at most 64 characters, no backslash."""
+    return text.replace("\\", "/")[:64]
+
+
+# ---------------------------------------------------------------- C-FIND
+def handle_find(event, services: Services) -> Iterator[tuple[Any, Dataset | None]]:  # type: ignore[no-untyped-def]
+    verdict = event.assoc.dicomgate
+    try:
+        identifier = _identifier(event)
+        level = _level(identifier, str(event.request.AffectedSOPClassUID))
+        keys = _keys(identifier)
+    except BadIdentifier as exc:
+        yield status(IDENTIFIER_MISMATCH, str(exc)), None
+        return
+    base = _find_query(level, keys)
+    try:
+        if level == "PATIENT":
+            matches: Iterator[dict] = iter(_patients(services, verdict, base))
+        else:
+            matches = _pages(services, verdict, base)
+        first = next(matches, None)  # the consent decision and the query's validity are known here
+    except QueryError as exc:
+        yield status(IDENTIFIER_MISMATCH, str(exc)), None
+        return
+    except (PermissionError, NotVisible) as exc:
+        yield status(REFUSED, f"refused: {exc}"), None
+        return
+    retrieve_ae = _account_ae(services, verdict.account_id)
+    charset = identifier.get("SpecificCharacterSet")
+    if first is None:
+        return
+    for match in itertools.chain([first], matches):
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, _answer(level, keys, match, retrieve_ae, charset)
+
+
+def _account_ae(services: Services, account_id: str) -> str:
+    with services.db.session() as s:
+        account = get_account(s, account_id)
+        return account.ae_title if account is not None else ""
+
+
+def _identifier(event) -> Dataset:  # type: ignore[no-untyped-def]
+    try:
+        return event.identifier
+    except Exception as exc:
+        raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
+
+
+def _level(identifier: Dataset, sop_class: str) -> str:
+    try:
+        level = str(identifier.get("QueryRetrieveLevel") or "").strip().upper()
+    except Exception as exc:  # pydicom decodes lazily
+        raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
+    allowed = ("PATIENT", "STUDY", "SERIES", "IMAGE") if sop_class in PATIENT_ROOT else ("STUDY", "SERIES", "IMAGE")
+    if level not in allowed:
+        raise BadIdentifier(f"QueryRetrieveLevel {level or '(none)'} is not one of {'/'.join(allowed)}")
+    return level
+
+
+def _keys(identifier: Dataset) -> dict[str, tuple[int, str, str | None]]:
+    """keyword (or hex tag) -> (tag, VR, matching value, or None for a return-only key)."""
+    out: dict[str, tuple[int, str, str | None]] = {}
+    try:
+        for elem in identifier:
+            if elem.tag.element == 0 or elem.keyword in _CONTROL:
+                continue
+            name = elem.keyword or f"{int(elem.tag):08X}"
+            text: str | None = None
+            if elem.VR != "SQ" and elem.value is not None and not isinstance(elem.value, bytes):
+                value = elem.value
+                text = ("\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)).strip()
+            out[name] = (int(elem.tag), elem.VR, text or None)
+    except Exception as exc:
+        raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
+    return out
+
+
+def _matchable(keyword: str, qlevel: str, level: str) -> bool:
+    if keyword not in ATTRIBUTES:
+        return False
+    attr_level, column, _ = ATTRIBUTES[keyword]
+    if column is None and keyword != "ModalitiesInStudy":
+        return False  # computed (counts): returned, never matched
+    if level == "PATIENT":
+        return keyword in PATIENT_KEYS
+    return _RANK[attr_level] <= _RANK[qlevel]
+
+
+def _find_query(level: str, keys: dict[str, tuple[int, str, str | None]]) -> Query:
+    qlevel = LEVELS[level]
+    filters = {k: v for k, (_, _, v) in keys.items() if v and v != "*" and _matchable(k, qlevel, level)}
+    include = {k for k in keys if k in ATTRIBUTES and _RANK[ATTRIBUTES[k][0]] <= _RANK[qlevel]}
+    include |= {src for k, src in PATIENT_COUNTS.items() if k in keys and src}
+    if level == "PATIENT":
+        include |= {"PatientID", "PatientName"}
+    return Query(level=qlevel, filters=filters, include=include, limit=MAX_LIMIT)
+
+
+def _pages(services: Services, verdict, base: Query) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """Every match, MAX_LIMIT per query-service call."""
+    offset = 0
+    while True:
+        q = Query(level=base.level, filters=base.filters, include=base.include, limit=MAX_LIMIT, offset=offset)
+        page = services.query.search(verdict.principal, verdict.account_id, q)
+        yield from page
+        if len(page) < MAX_LIMIT:
+            return
+        offset += MAX_LIMIT
+
+
+def _patients(services: Services, verdict, base: Query) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Study-level matches folded to one result per patient (PatientID + PatientName)."""
+    patients: dict[tuple, dict] = {}
+    for row in _pages(services, verdict, base):
+        key = (row.get("PatientID"), row.get("PatientName"))
+        p = patients.get(key)
+        if p is None:
+            p = patients[key] = {k: row.get(k) for k in PATIENT_KEYS}
+            p.update({k: 0 for k in PATIENT_COUNTS})
+        p["NumberOfPatientRelatedStudies"] += 1
+        for k, src in PATIENT_COUNTS.items():
+            if src:
+                p[k] += row.get(src) or 0
+    return list(patients.values())
+
+
+def _answer(level: str, keys: dict, match: dict, retrieve_ae: str, charset: Any) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    wanted = dict(keys)
+    unique = UNIQUE_KEY[level]
+    wanted.setdefault(unique, (tag_for_keyword(unique), dictionary_VR(unique), None))
+    texts: list[str] = []
+    for name, (tag, vr, _) in wanted.items():
+        value = None
+        if name in PATIENT_COUNTS or (name in ATTRIBUTES and (level != "PATIENT" or name in PATIENT_KEYS)):
+            value = _dicom_value(match.get(name))  # anything else: not supported here, returned empty
+        elif name == "InstanceAvailability":
+            value = "ONLINE"  # everything indexed is in the object store
+        if isinstance(value, str):
+            texts.append(value)
+        ds.add_new(tag, vr, [] if vr == "SQ" else value)
+    ds.RetrieveAETitle = retrieve_ae
+    if any(not t.isascii() for t in texts):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    elif charset:
+        ds.SpecificCharacterSet = charset
+    return ds
+
+
+def _dicom_value(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value] or None
+    if isinstance(value, bool):
+        return str(int(value))
+    return value if isinstance(value, (int, str)) else str(value)
+
+
+# ---------------------------------------------------------------- C-GET / C-MOVE
+def handle_get(event, services: Services) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    selection, failure = _select(event, services)
+    if failure is not None:
+        _answer_instead(event, *failure)
+        yield 0
+        return
+    yield len(selection.instances)
+    yield from _sub_operations(event, services, selection.instances, "c-get", None)
+
+
+def handle_move(event, services: Services) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    verdict = event.assoc.dicomgate
+    selection, failure = _select(event, services)
+    if failure is None:
+        destination, reason = _destination(services, verdict, event.move_destination, selection)
+        if destination is None:
+            failure = (MOVE_DESTINATION_REFUSED, reason)
+    if failure is not None:
+        _answer_instead(event, *failure)
+        yield None, None
+        return
+    if not selection.instances:
+        yield destination
+        yield 0
+        return
+    host, port = destination
+    yield host, port, {"contexts": _contexts(selection.instances)}
+    yield len(selection.instances)
+    yield from _sub_operations(event, services, selection.instances, "c-move",
+                               {"destination": event.move_destination})
+
+
+def _select(event, services: Services) -> tuple[Selection, tuple[int, str] | None]:  # type: ignore[no-untyped-def]
+    """The instances the identifier names, or (status, comment) for a refusal."""
+    verdict = event.assoc.dicomgate
+    empty = Selection([], 0)
+    try:
+        identifier = _identifier(event)
+        level = _level(identifier, str(event.request.AffectedSOPClassUID))
+        uids = {k: _uid_list(identifier, k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                                      "SOPInstanceUID")}
+    except BadIdentifier as exc:
+        return empty, (IDENTIFIER_MISMATCH, str(exc))
+    needed = UNIQUE_KEY[level]
+    if not uids[needed]:
+        return empty, (IDENTIFIER_MISMATCH, f"a {level} retrieve needs {needed}")
+    study_uids = uids["StudyInstanceUID"] or None
+    if level == "PATIENT":
+        try:
+            study_uids = _studies_of_patients(services, verdict, uids["PatientID"])
+        except QueryError as exc:
+            return empty, (IDENTIFIER_MISMATCH, str(exc))
+        except (PermissionError, NotVisible) as exc:
+            return empty, (REFUSED, f"refused: {exc}")
+        if not study_uids:
+            return empty, None
+    try:
+        selection = services.retrieve.select(
+            verdict.principal, verdict.account_id, None, study_uids=study_uids,
+            series_uids=(uids["SeriesInstanceUID"] or None) if level in ("SERIES", "IMAGE") else None,
+            sop_uids=(uids["SOPInstanceUID"] or None) if level == "IMAGE" else None, require_any=False,
+        )
+    except QueryError as exc:
+        return empty, (IDENTIFIER_MISMATCH, str(exc))
+    except (PermissionError, NotVisible) as exc:
+        return empty, (REFUSED, f"refused: {exc}")
+    except NotFound:
+        return empty, None
+    if not selection.instances and selection.withheld_sensitive:
+        return selection, (REFUSED, "the study is sensitive; the link lacks the sensitive flag")
+    return selection, None
+
+
+def _uid_list(identifier: Dataset, keyword: str) -> list[str]:
+    try:
+        value = identifier.get(keyword)
+    except Exception as exc:
+        raise BadIdentifier(f"cannot decode {keyword}: {exc}") from None
+    if value is None or value == "":
+        return []
+    values = value if isinstance(value, MultiValue) else str(value).split("\\")
+    return [str(v).strip() for v in values if str(v).strip()]
+
+
+def _studies_of_patients(services: Services, verdict, patient_ids: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    out: list[str] = []
+    for pid in patient_ids:
+        base = Query(level="study", filters={"PatientID": pid}, include={"StudyInstanceUID"}, limit=MAX_LIMIT)
+        out += [row["_study_uid"] for row in _pages(services, verdict, base)]
+    return out
+
+
+def _sub_operations(event, services: Services, refs: list[InstanceRef], how: str,  # type: ignore[no-untyped-def]
+                    detail: dict | None) -> Iterator[tuple[int, Any]]:
+    verdict = event.assoc.dicomgate
+    handed: list[InstanceRef] = []
+    try:
+        for ref in refs:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            try:
+                ds = dcmread(io.BytesIO(services.retrieve.read(ref)))
+            except Exception as exc:
+                log.error("%s: cannot read %s (%s): %s", how, ref.sop_uid, ref.object_key, exc)
+                # not a Dataset: pynetdicom counts it as a failed sub-operation and goes on
+                yield PENDING, ref.sop_uid
+                continue
+            handed.append(ref)
+            yield PENDING, ds
+    finally:
+        if handed:
+            services.retrieve.record(verdict.principal, verdict.account_id, handed, how, detail)
+
+
+def _destination(services: Services, verdict, ae: str | None, selection: Selection):  # type: ignore[no-untyped-def]
+    """((host, port), "") for a destination that may receive the selection, else (None, reason)."""
+    ae = (ae or "").strip()
+    with services.db.session() as s:
+        provider = s.scalar(select(Provider).where(Provider.ae_title == ae, Provider.removed_at.is_(None)))
+        if provider is None:
+            return None, f"move destination {ae!r} is not a registered provider"
+        if not provider.host or not provider.port:
+            return None, f"move destination {ae!r} has no host and port"
+        if provider.id == verdict.principal.id:
+            return (provider.host, provider.port), ""
+        account = account_ref(get_account(s, verdict.account_id))
+        dest = Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})")
+        study_uids = sorted({r.study_uid for r in selection.instances})
+        sensitive = bool(study_uids) and bool(s.scalar(
+            select(Study.id).where(Study.account_id == verdict.account_id, Study.study_uid.in_(study_uids),
+                                   Study.sensitive.is_(True)).limit(1)
+        ))
+        decision = decide(s, dest, Action.READ, account, sensitive=sensitive)
+        if not decision.allowed:
+            reason = ("destination's link lacks the sensitive flag" if decision.visible and sensitive
+                      and "sensitive" in decision.reason else "destination has no consent for this account")
+            return None, reason
+        return (provider.host, provider.port), ""
+
+
+def _contexts(refs: list[InstanceRef]) -> list:
+    """Requested contexts for the sub-association: each SOP class with its stored transfer syntax."""
+    from pynetdicom.presentation import build_context
+
+    pairs: dict[tuple[str, tuple[str, ...]], None] = {}
+    for r in refs:
+        ts = r.transfer_syntax_uid
+        syntaxes = (ts, *[u for u in _UNCOMPRESSED if u != ts]) if ts in _UNCOMPRESSED else (ts,)
+        pairs.setdefault((r.sop_class_uid, syntaxes), None)
+    return [build_context(UID(sop), list(ts)) for sop, ts in list(pairs)[:128]]
+
+
+def _answer_instead(event, code: int, comment: str) -> None:  # type: ignore[no-untyped-def]
+    """Make the next response to this request carry ``code`` and ``comment``.
+
+    pynetdicom builds the final C-GET / C-MOVE response itself; this wraps
+    the association's DIMSE ``send_msg`` for that one message (same thread,
+    one request at a time per association) and then removes itself.
+    """
+    dimse = event.assoc.dimse
+    original = dimse.send_msg
+    msg_id = event.request.MessageID
+
+    def send_msg(primitive, context_id):  # type: ignore[no-untyped-def]
+        if getattr(primitive, "MessageIDBeingRespondedTo", None) == msg_id:
+            try:
+                del dimse.send_msg
+            except AttributeError:
+                pass
+            primitive.Status = code
+            primitive.ErrorComment = _lo(comment)
+            primitive.Identifier = None
+        return original(primitive, context_id)
+
+    dimse.send_msg = send_msg
