@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -70,11 +70,28 @@ def classify(ds: Dataset, rules: Iterable[Rule] = DEFAULT_RULES) -> list[str]:
 
 
 def _walk(ds: Dataset, tags: set[int]):
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value or []:
+    """(text, tag) for every rule attribute, descending into sequences.
+
+    Only rule attributes and sequences are decoded; every other element stays
+    raw, so classifying costs little more than the parse that preceded it.
+    """
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        vr = getattr(raw, "VR", None) or _dictionary_vr(tag)
+        if vr == "SQ":
+            for item in ds[tag].value or []:
                 yield from _walk(item, tags)
-        elif int(elem.tag) in tags and elem.value is not None:
+        elif int(tag) in tags:
+            elem = ds[tag]
+            if elem.value is None:
+                continue
             values = elem.value if elem.VM > 1 else [elem.value]
             for v in values:
-                yield str(v), int(elem.tag)
+                yield str(v), int(tag)
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
