@@ -21,8 +21,34 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return resp
 
 
+def _instrument(app: Flask, services: Services) -> None:
+    """Metrics for every request; a usage event for every request that names an account."""
+    import time
+
+    from flask import g, request
+
+    from gateway.metrics import HTTP, HTTP_SECONDS
+    from gateway.usage import record_usage
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _done(resp: Response) -> Response:
+        path = request.path
+        area = "dicomweb" if "/dicomweb" in path else "api" if path.startswith("/api/") else "other"
+        HTTP.labels(area, f"{resp.status_code // 100}xx").inc()
+        HTTP_SECONDS.labels(area).observe(time.perf_counter() - getattr(g, "t0", time.perf_counter()))
+        account_id = (request.view_args or {}).get("account_id")
+        if account_id and resp.status_code < 400:
+            record_usage(services.db, kind="request", account_id=account_id, detail=f"{request.method} {area}")
+        return resp
+
+
 def create_app(services: Services) -> Flask:
     from dicomweb.qido import bp as qido_bp
+    from gateway.api import bp as api_bp
     from dicomweb.stow import bp as stow_bp
     from dicomweb.wado import bp as wado_bp
 
@@ -32,6 +58,14 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(stow_bp)
     app.register_blueprint(qido_bp)
     app.register_blueprint(wado_bp)
+    app.register_blueprint(api_bp)
+    _instrument(app, services)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from gateway.metrics import exposition
+
+        return Response(exposition(), mimetype="text/plain; version=0.0.4")
 
     @app.get("/healthz")
     def healthz() -> Response:

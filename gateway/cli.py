@@ -188,8 +188,19 @@ def account_show(account_id: str) -> None:
 @click.argument("account_id")
 @common
 def account_delete(account_id: str) -> None:
-    """Delete an account and purge its data (not available yet)."""
-    raise Fail("account deletion with purge is not implemented yet (issue 5); nothing was changed")
+    """Delete an account: invisible at once, purged within purge_window."""
+    from consent.decision import Principal
+    from gateway.erasure import ErasureError, delete_account
+
+    svc = services(need_store=True)
+    try:
+        erasure = delete_account(svc.db, Principal("operator", "operator", OPERATOR), account_id)
+    except ErasureError as exc:
+        raise Fail(exc.message) from None
+    view = {"id": account_id, "status": "pending", "receipt": erasure.id,
+            "status_url": f"{svc.base_url}/api/v1/erasures/{erasure.id}",
+            "requested": erasure.requested_at.isoformat()}
+    emit(view, lambda v: f"account {v['id']} deleted; purge pending ({v['status_url']})")
 
 
 # ---------------------------------------------------------------- users, tokens
@@ -364,6 +375,40 @@ def share_revoke(share_id: str) -> None:
     with svc.db.session(write=True) as s:
         view = consents.revoke_share(s, share_id, actor=OPERATOR)
     emit(view, lambda v: f"share {v['id']} revoked")
+
+
+# ---------------------------------------------------------------- jobs, stats
+@cli.group()
+def jobs() -> None:
+    """Scheduled jobs (serve runs them on its own)."""
+
+
+@jobs.command("run")
+@click.argument("name", type=click.Choice(["purge", "aggregate-usage", "expire-consents", "reconcile"]))
+@click.option("--repair", is_flag=True, help="reconcile: delete orphan objects older than an hour.")
+@common
+def jobs_run(name: str, repair: bool) -> None:
+    """Run one job now."""
+    from gateway.jobs import run_job
+
+    svc = services(need_store=True)
+    result = run_job(svc, name, repair=repair)
+    emit(result)
+
+
+@cli.group()
+def stats() -> None:
+    """Published aggregate statistics."""
+
+
+@stats.command("trends")
+@common
+def stats_trends() -> None:
+    """Studies by month x modality x sex x age band; cells under k suppressed."""
+    from gateway.stats import trend_statistics
+
+    svc = services()
+    emit(trend_statistics(svc.db, k=svc.settings.stats_k))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from flask import Request
 
 from consent.decision import Action, Decision, Principal, decide
 from gateway.accounts import account_ref, get_account
-from gateway.auth import AuthError, authenticate, parse_authorization
+from gateway.auth import AuthError, Credentials, authenticate, parse_authorization
 from gateway.services import Services
 
 
@@ -29,12 +29,38 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dicomgate", Basic realm="dicomga
 def principal_from_request(services: Services, request: Request) -> Principal:
     try:
         creds = parse_authorization(request.headers.get("Authorization"))
-        if creds is None:
-            raise HttpError(401, "credentials are required (Bearer token or Basic)", CHALLENGE)
+    except AuthError as exc:
+        raise HttpError(401, str(exc), CHALLENGE) from None
+    if creds is None:
+        raise HttpError(401, "credentials are required (Bearer token or Basic)", CHALLENGE)
+    if creds.scheme == "basic":
+        return sign_in(services, creds.email or "", creds.password or "", request.remote_addr)
+    try:
         with services.db.session() as s:
             return authenticate(s, creds, source=request.remote_addr, operator_token=services.settings.operator_token)
     except AuthError as exc:
         raise HttpError(401, str(exc), CHALLENGE) from None
+
+
+def sign_in(services: Services, email: str, password: str, source: str | None) -> Principal:
+    """Email + password, throttled per email and per source address (429 while locked)."""
+    from gateway.throttle import THROTTLE
+    from gateway.usage import record_usage
+
+    keys = (f"email:{email.strip().lower()}", f"ip:{source}")
+    wait = THROTTLE.retry_after(*keys)
+    if wait:
+        raise HttpError(429, f"too many failed sign-ins; try again in {wait} s", {"Retry-After": str(wait)})
+    try:
+        with services.db.session() as s:
+            principal = authenticate(s, Credentials("basic", email=email, password=password), source=source,
+                                     operator_token=None)
+    except AuthError as exc:
+        THROTTLE.failed(*keys)
+        raise HttpError(401, str(exc), CHALLENGE) from None
+    THROTTLE.succeeded(keys[0])
+    record_usage(services.db, kind="sign-in", account_id=None, user_id=principal.id)
+    return principal
 
 
 def authorise(services: Services, principal: Principal, account_id: str, action: Action) -> Decision:

@@ -74,7 +74,17 @@ class IngestService:
         self.store = store
         self.rules = rules
 
-    def store_instance(
+    def store_instance(self, principal: Principal, account_id: str, fp: BinaryIO, size: int, **kw) -> "IngestResult":  # type: ignore[no-untyped-def]
+        """Store one Part 10 file (``fp`` seekable, ``size`` bytes) into the account."""
+        from gateway.metrics import INGEST, INGEST_BYTES
+
+        result = self._store_instance(principal, account_id, fp, size, **kw)
+        INGEST.labels(result.outcome.value).inc()
+        if result.outcome is Outcome.STORED:
+            INGEST_BYTES.inc(size)
+        return result
+
+    def _store_instance(
         self,
         principal: Principal,
         account_id: str,
@@ -84,7 +94,6 @@ class IngestService:
         expected_study: str | None = None,
         meta_must_match: bool = True,
     ) -> IngestResult:
-        """Store one Part 10 file (``fp`` seekable, ``size`` bytes) into the account."""
         try:
             header = parse_instance(fp, size, meta_must_match=meta_must_match)
             start = dataset_offset(fp)

@@ -33,6 +33,9 @@ def run(settings: Settings) -> None:
     services = Services.from_settings(settings)
     dimse = DimseServer(services)
     dicom_port = dimse.start()
+    from gateway.jobs import start_scheduler
+
+    scheduler = start_scheduler(services)
     app = create_app(services)
     http = create_server(
         app,
@@ -66,6 +69,7 @@ def run(settings: Settings) -> None:
         http.close()  # stop accepting connections
         _drain_http(http, timeout=20)
         dimse.stop(timeout=20)
+        scheduler.shutdown(wait=True)
         services.close()
         log.info("dicomgate stopped")
 

@@ -41,6 +41,9 @@ class Services:
             if need_store
             else None
         )
+        if store is not None:
+            default = settings.object_store is None
+            _check_store_identity(db, "file://<data_dir>/objects" if default else store.describe())
         return cls(settings=settings, db=db, store=store, rules=load_rules(settings.sensitivity_rules))  # type: ignore[arg-type]
 
     @cached_property
@@ -64,3 +67,33 @@ class Services:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+class StoreMismatch(RuntimeError):
+    """The index describes objects in another store than the one configured."""
+
+
+def _check_store_identity(db: Database, here: str) -> None:
+    """Refuse to run (and e.g. purge) against a store other than the one the index describes.
+
+    The embedded default (objects beside the index in the data dir) is recorded
+    as such, so moving the whole data dir keeps working.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from gateway.db.models import Installation
+
+    with db.session(write=True) as s:
+        row = s.get(Installation, "object_store")
+        if row is None:
+            s.add(Installation(key="object_store", value=here))
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()
+                row = s.get(Installation, "object_store")
+        if row is not None and row.value != here:
+            raise StoreMismatch(
+                f"this index belongs to the object store {row.value}, but {here} is configured; "
+                "give the same object_store (config, DICOMGATE_OBJECT_STORE or --object-store)"
+            )

@@ -36,6 +36,17 @@ class Verdict:
 
 
 def decide_association(db: Database, calling_ae: str, called_ae: str, address: str) -> Verdict:
+    from gateway.metrics import ASSOCIATIONS
+    from gateway.usage import record_usage
+
+    verdict = _decide(db, calling_ae, called_ae, address)
+    ASSOCIATIONS.labels("accepted" if verdict.accepted else "rejected").inc()
+    if verdict.accepted:
+        record_usage(db, kind="association", account_id=verdict.account_id, detail="dimse")
+    return verdict
+
+
+def _decide(db: Database, calling_ae: str, called_ae: str, address: str) -> Verdict:
     with db.session() as s:
         ident = identify_by_ae(s, calling_ae, address)
         if ident.provider is None:

@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -37,34 +37,43 @@ def s3_server() -> Iterator[dict]:
 
 
 @pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test run."""
+def pg_database() -> Iterator[Callable[[], str]]:
+    """A factory of fresh PostgreSQL databases (one per gateway), all dropped at the end."""
     import psycopg
 
-    name = f"dicomgate_test_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+        psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5).close()
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}. Start it (see .ci/run).")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    made: list[str] = []
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+
+    def new() -> str:
+        name = f"dicomgate_test_{os.getpid()}_{secrets.token_hex(3)}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{base}/{name}"
+
+    yield new
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in made:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_backend(kind: str, root: Path, request: pytest.FixtureRequest) -> Backend:
     if kind == "sqlite":
         return Backend("sqlite", root)
     s3 = request.getfixturevalue("s3_server")
-    db = request.getfixturevalue("pg_database")
+    db = request.getfixturevalue("pg_database")()
     bucket = "dg-" + secrets.token_hex(6)
     env = {
         "DICOMGATE_S3_ENDPOINT": s3["endpoint"],
         "DICOMGATE_S3_ACCESS_KEY": s3["access_key"],
         "DICOMGATE_S3_SECRET_KEY": s3["secret_key"],
         "DICOMGATE_S3_REGION": s3["region"],
+        # in the env too, so CLI commands act on the same store as serve
+        "DICOMGATE_OBJECT_STORE": f"s3://{bucket}/objects",
     }
     return Backend("postgres", root, database_url=db, object_store=f"s3://{bucket}/objects", env=env)
 

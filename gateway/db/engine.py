@@ -64,6 +64,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA secure_delete=ON")  # erased values do not linger in free pages
         cur.execute("PRAGMA case_sensitive_like=ON")  # LIKE as on PostgreSQL (QIDO wildcards)
         cur.close()
 

@@ -188,3 +188,11 @@ class Erasure(Base):
     requested_by: Mapped[str] = mapped_column(String(200))
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     objects_removed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Installation(Base):
+    """Facts about this installation, e.g. which object store its index describes."""
+
+    __tablename__ = "installation"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -143,3 +143,23 @@ def test_bad_config_file_is_a_clear_error(gateway, tmp_path):
     bad.write_text("no_such_setting = 1\n")
     proc = gateway.cli("provider", "list", "--config", str(bad), check=False)
     assert proc.returncode != 0 and "unknown setting" in proc.stderr
+
+
+def test_cli_refuses_another_object_store_than_the_index_describes(gateway, tmp_path):
+    proc = subprocess.run(
+        [str(gateway_bin()), "jobs", "run", "purge", *gateway.backend.args()],
+        capture_output=True, text=True, timeout=60,
+        env={**gateway.env, "DICOMGATE_OBJECT_STORE": f"file://{tmp_path}/elsewhere"},
+    )
+    assert proc.returncode != 0
+    assert "belongs to the object store" in proc.stderr
+
+
+def test_jobs_run_each_job(gateway):
+    for name in ("purge", "aggregate-usage", "expire-consents", "reconcile"):
+        result = gateway.cli_json("jobs", "run", name)
+        assert isinstance(result, dict)
+    report = gateway.cli_json("jobs", "run", "reconcile")
+    assert report["missing_objects"] == 0 and report["orphan_objects"] == 0
+    proc = gateway.cli("jobs", "run", "nonsense", check=False)
+    assert proc.returncode != 0
