@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, json, request
 
 from dicomweb.dicomjson import result_json
 from dicomweb.media import MediaTypeError, parse_accept
-from gateway.httpauth import HttpError, principal_from_request
-from gateway.query import MAX_LIMIT, NotVisible, Query, QueryError, keyword_of
+from gateway.httpauth import HttpError, principal_from_request, service_errors
+from gateway.query import MAX_LIMIT, Query, QueryError, keyword_of
 from gateway.services import Services
 
 bp = Blueprint("qido", __name__)
@@ -75,14 +75,8 @@ def _search(account_id: str, q: Query) -> Response:
     svc = _services()
     _check_accept()
     principal = principal_from_request(svc, request)
-    try:
+    with service_errors(account_id):
         results = svc.query.search(principal, account_id, q)
-    except NotVisible:
-        raise HttpError(404, f"no account {account_id}") from None
-    except PermissionError as exc:
-        raise HttpError(403, f"not allowed: {exc}") from None
-    except QueryError as exc:
-        raise HttpError(400, str(exc)) from None
     base = f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
     body = []
     for r in results:

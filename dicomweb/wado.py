@@ -19,9 +19,8 @@ from consent.decision import Principal
 from dicomweb.dicomjson import dataset_json
 from dicomweb.media import MediaTypeError, parse_accept
 from dicomweb.multipart import new_boundary, write_parts
-from gateway.httpauth import HttpError, principal_from_request
-from gateway.query import NotVisible, QueryError
-from gateway.retrieve import InstanceRef, NotFound, Selection
+from gateway.httpauth import HttpError, principal_from_request, service_errors
+from gateway.retrieve import InstanceRef, Selection
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,8 @@ def _accept() -> list[tuple[str, dict[str, str]]]:
 def _select(account_id: str, study: str, series: str | None = None, sop: str | None = None) -> tuple[Principal, Selection]:
     svc = _services()
     principal = principal_from_request(svc, request)
-    try:
+    with service_errors(account_id):
         return principal, svc.retrieve.select(principal, account_id, study, series, sop)
-    except NotVisible:
-        raise HttpError(404, f"no account {account_id}") from None
-    except PermissionError as exc:
-        raise HttpError(403, f"not allowed: {exc}") from None
-    except QueryError as exc:
-        raise HttpError(400, str(exc)) from None
-    except NotFound:
-        raise HttpError(404, "no such study, series or instance") from None
 
 
 def _base(account_id: str) -> str:

@@ -18,7 +18,8 @@ from gateway.accounts import AccountError, account_ref, account_view, get_accoun
 from gateway.auth import issue_token
 from gateway.db.models import Account, Patient, Series, Study
 from gateway.erasure import ErasureError, delete_account, delete_study, receipt
-from gateway.httpauth import HttpError, principal_from_request, sign_in
+from gateway.access import require
+from gateway.httpauth import HttpError, principal_from_request, service_errors, sign_in
 from gateway.openapi import api_route, document
 from gateway.services import Services
 
@@ -81,13 +82,9 @@ def _principal() -> Principal:
 def _require(principal: Principal, account_id: str, action: Action, *, owner_only: bool = False,
              operator_ok: bool = False) -> Account:
     svc = _svc()
-    with svc.db.session() as s:
+    with service_errors(account_id), svc.db.session() as s:
+        require(s, principal, action, account_id)
         account = get_account(s, account_id)
-        decision = decide(s, principal, action, account_ref(account))
-    if not decision.visible or account is None:
-        raise HttpError(404, f"no account {account_id}")
-    if not decision.allowed:
-        raise HttpError(403, f"not allowed: {decision.reason}")
     if principal.kind == "operator" and not operator_ok:
         raise HttpError(403, "not allowed: this is for the account holder")
     if owner_only and principal.kind == "user" and principal.id != account.owner_id:

@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 from flask import Request
 
-from consent.decision import Action, Decision, Principal, decide
-from gateway.accounts import account_ref, get_account
+from consent.decision import Action, Decision, Principal
 from gateway.auth import AuthError, Credentials, authenticate, parse_authorization
 from gateway.services import Services
 
@@ -65,10 +66,26 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
 
 def authorise(services: Services, principal: Principal, account_id: str, action: Action) -> Decision:
     """Account-level gate (sensitivity is decided per study further in)."""
-    with services.db.session() as s:
-        decision = decide(s, principal, action, account_ref(get_account(s, account_id)))
-    if not decision.visible:
-        raise HttpError(404, f"no account {account_id}")
-    if not decision.allowed:
-        raise HttpError(403, f"not allowed: {decision.reason}")
-    return decision
+    from gateway.access import require
+
+    with service_errors(account_id), services.db.session() as s:
+        return require(s, principal, action, account_id)
+
+
+@contextlib.contextmanager
+def service_errors(account_id: str) -> Iterator[None]:
+    """Map the query/retrieve services' refusals to HTTP: 404 / 403 / 400 / 404."""
+    from gateway.access import NotVisible
+    from gateway.query import QueryError
+    from gateway.retrieve import NotFound
+
+    try:
+        yield
+    except NotVisible:
+        raise HttpError(404, f"no account {account_id}") from None
+    except PermissionError as exc:
+        raise HttpError(403, f"not allowed: {exc}") from None
+    except QueryError as exc:
+        raise HttpError(400, str(exc)) from None
+    except NotFound:
+        raise HttpError(404, "no such study, series or instance") from None

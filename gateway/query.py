@@ -23,8 +23,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from consent.decision import Action, Decision, Principal, decide
-from gateway.accounts import account_ref, get_account
+from consent.decision import Action, Principal
+from gateway.access import NotVisible, require  # noqa: F401  (NotVisible re-exported for adapters)
 from gateway.db import Database
 from gateway.db.models import Instance, Patient, Series, Study
 from gateway.dicomfile import normalise_name
@@ -37,14 +37,6 @@ DEFAULT_LIMIT = 100
 
 class QueryError(ValueError):
     """The query cannot be run as asked (400 / 0xA900 / 0xC000)."""
-
-
-class NotVisible(Exception):
-    """The caller may not see this account (404 / refused association)."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
 
 
 # keyword -> (level it belongs to, column, kind)
@@ -158,11 +150,7 @@ class QueryService:
             if uid is not None and not is_valid_uid(uid):
                 raise QueryError(f"{uid[:70]!r} is not a valid UID")
         with self.db.session() as s:
-            decision = decide(s, principal, Action.READ, account_ref(get_account(s, account_id)))
-            if not decision.visible:
-                raise NotVisible(decision)
-            if not decision.allowed:
-                raise PermissionError(decision.reason)
+            decision = require(s, principal, Action.READ, account_id)
             stmt = self._statement(account_id, q, decision.sensitive_ok)
             rows = s.execute(stmt.limit(q.limit).offset(q.offset)).all()
             return self._results(s, q, rows)

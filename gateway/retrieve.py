@@ -14,12 +14,12 @@ from typing import Iterator
 
 from sqlalchemy import select
 
-from consent.decision import Action, Principal, decide
+from consent.decision import Action, Principal
 from gateway import audit
-from gateway.accounts import account_ref, get_account
+from gateway.access import require
 from gateway.db import Database
 from gateway.db.models import Instance, Series, Study
-from gateway.query import NotVisible, QueryError
+from gateway.query import QueryError
 from storage import ObjectStore
 from storage.keys import is_valid_uid
 
@@ -65,11 +65,7 @@ class RetrieveService:
             if uid is not None and not is_valid_uid(uid):
                 raise QueryError(f"{uid[:70]!r} is not a valid UID")
         with self.db.session() as s:
-            decision = decide(s, principal, Action.READ, account_ref(get_account(s, account_id)))
-            if not decision.visible:
-                raise NotVisible(decision)
-            if not decision.allowed:
-                raise PermissionError(decision.reason)
+            decision = require(s, principal, Action.READ, account_id)
             stmt = (
                 select(Instance, Series.series_uid, Study.study_uid, Study.sensitive)
                 .join(Series, Series.id == Instance.series_pk)

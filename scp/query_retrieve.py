@@ -81,7 +81,8 @@ from consent.decision import Action, Principal, decide
 from consent.models import Provider
 from gateway.accounts import account_ref, get_account
 from gateway.db.models import Study
-from gateway.query import ATTRIBUTES, MAX_LIMIT, NotVisible, Query, QueryError
+from gateway.access import NotVisible
+from gateway.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
 from gateway.retrieve import InstanceRef, NotFound, Selection
 from gateway.services import Services
 
