@@ -899,3 +899,230 @@ class DicomgateServer(Server):
     @property
     def stow_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.provider['token']}"}
+
+
+# --------------------------------------------------------------------------
+# additions for benchmarks/retrieve.py (WADO-RS / QIDO-RS)
+# --------------------------------------------------------------------------
+
+
+def loadavg_str() -> str:
+    """'load 0.52 0.61 0.70' (1, 5, 15 min) for before/after lines."""
+    a, b, c = os.getloadavg()
+    return f"load {a:.2f} {b:.2f} {c:.2f}"
+
+
+MF_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
+
+
+def generate_multiframe(outdir: Path, n: int, frames: int = 100, size: int = 512,
+                        per_series: int = 10) -> DataSet:
+    """N multi-frame 16-bit instances (size x size x frames, ~52 MB each at the
+    defaults) in ONE study, explicit VR LE, written one at a time (the client
+    never holds more than one instance). Frames are CT_small's pixels
+    upsampled to size x size, each frame offset by its index."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    ds = pydicom.dcmread(_testdata("CT_small.dcm"))
+    arr = ds.pixel_array
+    f = max(1, size // arr.shape[0])
+    big = np.repeat(np.repeat(arr, f, axis=0), f, axis=1)[:size, :size].astype(np.uint16)
+    stack = np.empty((frames, size, size), dtype=np.uint16)
+    for i in range(frames):
+        stack[i] = big + np.uint16(i)
+    ds.SOPClassUID = MF_GRAYSCALE_WORD_SC
+    ds.file_meta.MediaStorageSOPClassUID = MF_GRAYSCALE_WORD_SC
+    ds.Rows = ds.Columns = size
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = stack.tobytes()
+    del stack
+    ds.PatientID = "BENCH-MF"
+    ds.PatientName = "Bench^Multiframe"
+    study = generate_uid()
+    files: list[Path] = []
+    total = 0
+    series = None
+    n_series = 0
+    for i in range(n):
+        if i % per_series == 0:
+            series = generate_uid()
+            n_series += 1
+        _restamp(ds, study, series, n_series, i % per_series + 1)
+        p = outdir / f"mf_{i:05d}.dcm"
+        _save(ds, p)
+        total += p.stat().st_size
+        files.append(p)
+    return DataSet("multiframe", files, total, [MF_GRAYSCALE_WORD_SC], 1, n_series)
+
+
+def study_uid_of(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
+class StreamingMultipartBody:
+    """A multipart/related STOW body read from files on disk in 1 MiB chunks.
+
+    Has __iter__ and __len__, so requests sends it with a Content-Length (not
+    chunked) while never holding more than one chunk in memory."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = list(files)
+        self.boundary = f"bench-{uuid.uuid4().hex}"
+        self.content_type = f'multipart/related; type="application/dicom"; boundary={self.boundary}'
+        self._head = f"--{self.boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        self._tail = f"--{self.boundary}--\r\n".encode()
+        self._len = sum(len(self._head) + p.stat().st_size + 2 for p in self.files) + len(self._tail)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self):
+        for p in self.files:
+            yield self._head
+            with open(p, "rb") as fh:
+                while True:
+                    chunk = fh.read(self.CHUNK)
+                    if not chunk:
+                        break
+                    yield chunk
+            yield b"\r\n"
+        yield self._tail
+
+
+def stow_files_streaming(url: str, files: Sequence[Path], headers: dict[str, str] | None = None,
+                         batch: int = 5, timeout: float = 1800) -> tuple[float, int, int, list[str]]:
+    """STOW files in batches of `batch` per POST, each body streamed from disk.
+    Returns (wall_s, ok, failures, errors)."""
+    s = requests.Session()
+    ok = fail = 0
+    errs: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(files), batch):
+        chunk = list(files[i:i + batch])
+        body = StreamingMultipartBody(chunk)
+        h = {"Accept": "application/dicom+json", "Content-Type": body.content_type}
+        h.update(headers or {})
+        try:
+            r = s.post(url, data=body, headers=h, timeout=timeout)
+        except requests.RequestException as exc:
+            fail += len(chunk)
+            errs.append(f"POST raised {exc!r}")
+            continue
+        failed = _stow_failed_count(r) or 0
+        if r.status_code != 200:
+            bad = failed or len(chunk)
+            fail += bad
+            ok += len(chunk) - bad
+            errs.append(f"POST -> HTTP {r.status_code}: {r.text[:300]!r}")
+        else:
+            fail += failed
+            ok += len(chunk) - failed
+    s.close()
+    return time.perf_counter() - t0, ok, fail, errs
+
+
+@dataclass
+class StreamedGet:
+    status: int
+    ttfb_s: float  # request sent -> status line and headers received
+    total_s: float  # request sent -> last body byte
+    bytes: int
+    parts: int  # multipart parts counted by their delimiters (-1 if not multipart)
+    error: str = ""
+
+
+def timed_get_stream(session: requests.Session, url: str, headers: dict[str, str],
+                     chunk: int = 1 << 20, timeout: float = 1800) -> StreamedGet:
+    """GET with stream=True, reading the body with iter_content(chunk); counts
+    bytes and multipart delimiters (boundary from the response Content-Type)
+    without keeping the body."""
+    t0 = time.perf_counter()
+    with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+        ttfb = time.perf_counter() - t0
+        ctype = r.headers.get("Content-Type", "")
+        boundary = None
+        for param in ctype.split(";")[1:]:
+            k, _, v = param.strip().partition("=")
+            if k.strip().lower() == "boundary":
+                boundary = v.strip().strip('"')
+        delim = ("--" + boundary).encode() if boundary else None
+        n = 0
+        count = 0
+        carry = b""
+        for piece in r.iter_content(chunk_size=chunk):
+            n += len(piece)
+            if delim:
+                buf = carry + piece
+                count += buf.count(delim)
+                # keep a tail shorter than the delimiter so no match is counted twice
+                carry = buf[-(len(delim) - 1):] if len(delim) > 1 else b""
+        total = time.perf_counter() - t0
+        parts = count - 1 if delim else -1
+        err = "" if r.status_code == 200 else f"HTTP {r.status_code}"
+        return StreamedGet(r.status_code, ttfb, total, n, parts, err)
+
+
+def respawn_dicomgate(server: "DicomgateServer") -> "DicomgateServer":
+    """Stop `dicomgate serve` and start it again on the same data dir (and
+    database), keeping the account/provider/link already set up (fresh process,
+    so its RSS starts from scratch). New ports."""
+    server.stop()
+    server.dicom_port = free_port()
+    server.http_port = free_port()
+    server.base = f"http://{LOCALHOST}:{server.http_port}"
+    cmd = [server.exe, "serve", *server._common(), "--dicom-port", str(server.dicom_port),
+           "--http-port", str(server.http_port)]
+    server._spawn(cmd, env=dict(os.environ))
+    try:
+        wait_http(server.base + "/healthz", 60, server.proc)
+        wait_tcp(server.dicom_port, 30, server.proc)
+    except Exception as exc:
+        server.stop()
+        raise RuntimeError(f"dicomgate serve failed to restart ({exc}); log tail:\n{tail(server.log_path)}")
+    return server
+
+
+def rss_bytes(pid: int) -> int:
+    """Current RSS of a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_create_database(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    """CREATE DATABASE name (autocommit); returns a SQLAlchemy URL for it."""
+    import psycopg
+
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"unsafe database name {name!r}")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+def pg_drop_database(name: str, admin_url: str = PG_ADMIN_URL) -> None:
+    import psycopg
+
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"unsafe database name {name!r}")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

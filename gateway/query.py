@@ -167,7 +167,9 @@ class QueryService:
             stmt = stmt.join(Series, Series.study_pk == Study.id)
         if q.level == "instance":
             stmt = stmt.join(Instance, Instance.series_pk == Series.id)
-        stmt = stmt.where(Study.account_id == account_id, Study.deleted_at.is_(None))
+        # patients.account_id too, so patient searches use the (account_id, ...) indexes
+        stmt = stmt.where(Study.account_id == account_id, Patient.account_id == account_id,
+                          Study.deleted_at.is_(None))
         if not sensitive_ok:
             stmt = stmt.where(Study.sensitive.is_(False))
         if q.study_uid:
