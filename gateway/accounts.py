@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from consent.decision import AccountRef
+from consent.decision import AccountRef, Principal
 from consent.providers import ConsentError, validate_ae_title
 from gateway import audit
 from gateway.auth import hash_password
@@ -106,3 +106,20 @@ def account_view(session: Session, account: Account, base_url: str) -> dict:
         "owner": owner.email if owner else None,
         "created": account.created_at.isoformat(),
     }
+
+
+def my_accounts(s: Session, principal: Principal, base_url: str) -> list[dict]:
+    """Accounts the user owns or holds a share in force on (same rule as GET /api/v1/accounts)."""
+    from consent.models import Share
+
+    now = utcnow()
+    owned = s.scalars(select(Account).where(Account.owner_id == principal.id, Account.deleted_at.is_(None))
+                      .order_by(Account.created_at))
+    out = [{**account_view(s, a, base_url), "role": "owner", "sensitive": True} for a in owned]
+    for share in s.scalars(select(Share).where(Share.user_id == principal.id, Share.revoked_at.is_(None))):
+        if share.expires_at is not None and share.expires_at <= now:
+            continue
+        acc = get_account(s, share.account_id)
+        if acc is not None:
+            out.append({**account_view(s, acc, base_url), "role": share.role, "sensitive": share.sensitive})
+    return out

@@ -11,12 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, json, request, url_for
 
-from consent.decision import Action, Principal, decide
+from consent.decision import Action, Principal
 from consent.providers import ConsentError, list_providers
 from gateway import audit, consents
-from gateway.accounts import AccountError, account_ref, account_view, get_account
+from gateway.accounts import AccountError, account_view, get_account
 from gateway.auth import issue_token
-from gateway.db.models import Account, Patient, Series, Study
+from gateway.db.models import Account
 from gateway.erasure import ErasureError, delete_account, delete_study, receipt
 from gateway.access import require
 from gateway.httpauth import HttpError, principal_from_request, service_errors, sign_in
@@ -133,28 +133,13 @@ def token() -> Response:
 @api_route(bp, "/accounts", "GET", summary="Accounts the caller owns or holds a share on", who="a user",
            responses={200: "list of accounts", 401: "no credentials"})
 def accounts() -> Response:
-    from consent.shares import list_shares  # noqa: F401  (shares table)
-    from sqlalchemy import select
-
-    from consent.models import Share
-    from gateway.db.base import utcnow
+    from gateway.accounts import my_accounts
 
     principal = _principal()
     if principal.kind != "user":
         raise HttpError(403, "not allowed: sign in as a user")
-    svc = _svc()
-    now = utcnow()
-    with svc.db.session() as s:
-        owned = s.scalars(select(Account).where(Account.owner_id == principal.id, Account.deleted_at.is_(None)))
-        out = [{**account_view(s, a, request.host_url), "role": "owner"} for a in owned]
-        for share in s.scalars(select(Share).where(Share.user_id == principal.id, Share.revoked_at.is_(None))):
-            if share.expires_at is not None and share.expires_at <= now:
-                continue
-            acc = get_account(s, share.account_id)
-            if acc is not None:
-                out.append({**account_view(s, acc, request.host_url), "role": share.role,
-                            "sensitive": share.sensitive})
-    return _json(out)
+    with _svc().db.session() as s:
+        return _json(my_accounts(s, principal, request.host_url))
 
 
 @api_route(bp, "/accounts/<account_id>/access", "GET", summary="Everyone who can reach the account",
@@ -249,31 +234,12 @@ def audit_trail(account_id: str) -> Response:
            who="owner, share holder", responses={200: "studies", 404: "no such account"})
 @_errors
 def studies(account_id: str) -> Response:
-    from sqlalchemy import func, select
-
-    from gateway.db.models import Instance
+    from gateway.query import visible_studies
 
     principal = _principal()
     _require(principal, account_id, Action.READ)
-    svc = _svc()
-    with svc.db.session() as s:
-        decision = decide(s, principal, Action.READ, account_ref(get_account(s, account_id)))
-        q = (select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
-             .where(Study.account_id == account_id, Study.deleted_at.is_(None)).order_by(Study.id.desc()).limit(500))
-        if not decision.sensitive_ok:
-            q = q.where(Study.sensitive.is_(False))
-        rows = s.execute(q).all()
-        counts = dict(s.execute(select(Series.study_pk, func.count(Instance.id)).join(Instance, Instance.series_pk == Series.id)
-                                .where(Series.study_pk.in_([r[0].id for r in rows])).group_by(Series.study_pk)).all())
-        mods: dict[int, set[str]] = {}
-        for pk, mod in s.execute(select(Series.study_pk, Series.modality).where(Series.study_pk.in_([r[0].id for r in rows]))):
-            if mod:
-                mods.setdefault(pk, set()).add(mod)
-    return _json([{
-        "study": st.study_uid, "date": st.study_date, "description": st.description,
-        "patient_name": p.patient_name, "patient_id": p.patient_id, "modalities": sorted(mods.get(st.id, [])),
-        "instances": counts.get(st.id, 0), "sensitive": st.sensitive, "labels": [l for l in st.labels.split(",") if l],
-    } for st, p in rows])
+    with _svc().db.session() as s:
+        return _json(visible_studies(s, principal, account_id))
 
 
 @api_route(bp, "/accounts/<account_id>/studies/<study>", "DELETE",

@@ -49,6 +49,7 @@ def _instrument(app: Flask, services: Services) -> None:
 def create_app(services: Services) -> Flask:
     from dicomweb.qido import bp as qido_bp
     from gateway.api import bp as api_bp
+    from gateway.web import bp as web_bp
     from dicomweb.stow import bp as stow_bp
     from dicomweb.wado import bp as wado_bp
 
@@ -59,6 +60,7 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(qido_bp)
     app.register_blueprint(wado_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
     _instrument(app, services)
 
     @app.get("/metrics")

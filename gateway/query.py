@@ -336,3 +336,30 @@ def iter_filters(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     for k, v in pairs:
         out[keyword_of(k)] = v
     return out
+
+
+def visible_studies(s: Session, principal: Principal, account_id: str) -> list[dict]:
+    """The studies the caller may see (same query and sensitivity filter as GET .../studies)."""
+    try:
+        decision = require(s, principal, Action.READ, account_id)
+    except (NotVisible, PermissionError):
+        return []
+    q = (select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
+         .where(Study.account_id == account_id, Study.deleted_at.is_(None)).order_by(Study.id.desc()).limit(500))
+    if not decision.sensitive_ok:
+        q = q.where(Study.sensitive.is_(False))
+    rows = s.execute(q).all()
+    pks = [r[0].id for r in rows]
+    counts = dict(s.execute(select(Series.study_pk, func.count(Instance.id))
+                            .join(Instance, Instance.series_pk == Series.id)
+                            .where(Series.study_pk.in_(pks)).group_by(Series.study_pk)).all())
+    mods: dict[int, set[str]] = {}
+    for pk, mod in s.execute(select(Series.study_pk, Series.modality).where(Series.study_pk.in_(pks))):
+        if mod:
+            mods.setdefault(pk, set()).add(mod)
+    return [{
+        "study": st.study_uid, "date": st.study_date, "description": st.description,
+        "patient_name": p.patient_name, "patient_id": p.patient_id, "modalities": sorted(mods.get(st.id, [])),
+        "instances": counts.get(st.id, 0), "sensitive": st.sensitive,
+        "labels": [l for l in st.labels.split(",") if l],
+    } for st, p in rows]

@@ -16,9 +16,9 @@ import ssl
 import threading
 import time
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
-from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
