@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
+
+import requests
 
 import pytest
 
@@ -163,3 +166,30 @@ def test_jobs_run_each_job(gateway):
     assert report["missing_objects"] == 0 and report["orphan_objects"] == 0
     proc = gateway.cli("jobs", "run", "nonsense", check=False)
     assert proc.returncode != 0
+
+
+def test_share_commands_and_account_delete_with_purge(gateway):
+    owner = gateway.cli_json("account", "create", "--email", f"own{secrets.token_hex(3)}@example.org",
+                             "--password-stdin", input="pw\n")
+    friend = f"friend{secrets.token_hex(3)}@example.org"
+    gateway.cli("user", "create", "--email", friend, input="pw2\n")
+    share = gateway.cli_json("share", "grant", "--account", owner["id"], "--email", friend, "--role", "viewer",
+                             "--expires", "2099-01-01T00:00:00Z")
+    assert share["role"] == "viewer" and share["in_force"] and share["expires"].startswith("2099")
+    assert [s["id"] for s in gateway.cli_json("share", "list", "--account", owner["id"])] == [share["id"]]
+    proc = gateway.cli("share", "grant", "--account", owner["id"], "--email", friend, "--role", "admin", check=False)
+    assert proc.returncode != 0
+    revoked = gateway.cli_json("share", "revoke", share["id"])
+    assert revoked["revoked"] and not revoked["in_force"]
+
+    prv = gateway.new_provider()
+    gateway.link(owner, prv, push=True)
+    assert gateway.stow(owner["id"], [variant(), variant()], token=prv["token"]).status_code == 200
+    deleted = gateway.cli_json("account", "delete", owner["id"])
+    assert deleted["status"] == "pending" and "/api/v1/erasures/" in deleted["status_url"]
+    assert gateway.stow(owner["id"], [variant()], token=prv["token"]).status_code == 404
+    gateway.cli_json("jobs", "run", "purge")
+    receipt = requests.get(f"{gateway.url}/api/v1/erasures/{deleted['receipt']}", timeout=30).json()
+    assert receipt["status"] == "purged" and receipt["objects_removed"] == 2
+    assert gateway.object_keys(owner["id"]) == [] and gateway.instance_rows(owner["id"]) == []
+    assert gateway.cli("account", "show", owner["id"], check=False).returncode != 0
