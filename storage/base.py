@@ -103,3 +103,23 @@ def check_range(start: int, end: int | None) -> None:
     if end is not None:
         if not isinstance(end, int) or isinstance(end, bool) or end < start:
             raise ValueError(f"end must be None or an int >= start ({start}), got {end!r}")
+
+
+class ClosingIterator:
+    """A chunk iterator that owns a resource: closed at exhaustion, on ``close()``,
+    as a context manager, or at garbage collection. Subclasses define ``close``."""
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self) -> "ClosingIterator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -24,7 +24,7 @@ import stat
 import time
 from typing import Iterable, Iterator
 
-from .base import READ_CHUNK_SIZE, InvalidKey, ObjectNotFound, StorageError, check_range
+from .base import READ_CHUNK_SIZE, ClosingIterator, InvalidKey, ObjectNotFound, StorageError, check_range
 from .keys import check_key, check_prefix
 
 __all__ = ["FilesystemStore"]
@@ -36,7 +36,7 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _STALE_TMP_SECONDS = 24 * 3600
 
 
-class _FdChunkIterator:
+class _FdChunkIterator(ClosingIterator):
     """Iterator over ``[pos, stop)`` of an already-open file descriptor.
 
     Holding the descriptor from ``open()`` on means a concurrent overwrite or
@@ -82,17 +82,6 @@ class _FdChunkIterator:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> "_FdChunkIterator":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class FilesystemStore:

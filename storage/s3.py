@@ -20,7 +20,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
-from .base import READ_CHUNK_SIZE, InvalidKey, ObjectNotFound, StorageError, check_range
+from .base import READ_CHUNK_SIZE, ClosingIterator, InvalidKey, ObjectNotFound, StorageError, check_range
 from .keys import check_key, check_prefix
 
 __all__ = ["S3Store", "DEFAULT_PART_SIZE", "validate_bucket_name"]
@@ -107,7 +107,7 @@ class _ChunkReader:
         return True
 
 
-class _ResponseChunkIterator:
+class _ResponseChunkIterator(ClosingIterator):
     """Iterator over a ``get_object`` response; always closes and releases
     the connection (at exhaustion, error, ``close()`` or garbage collection)."""
 
@@ -139,17 +139,6 @@ class _ResponseChunkIterator:
             finally:
                 response.release_conn()
 
-    def __enter__(self) -> "_ResponseChunkIterator":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class S3Store:
