@@ -76,7 +76,7 @@ def gateway_bin():
     (("provider", "remove", "prv_nope"), "no provider prv_nope"),
     (("account", "show", "acc_nope"), "no account acc_nope"),
     (("token", "create", "--email", "nobody@example.org"), "no user"),
-    (("account", "delete", "acc_nope"), "not implemented yet"),
+    (("account", "delete", "acc_nope"), "no account acc_nope"),
 ])
 def test_errors_are_one_line_on_stderr_and_exit_nonzero(gateway, args, message):
     proc = gateway.cli(*args, check=False)
