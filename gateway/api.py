@@ -238,6 +238,8 @@ def studies(account_id: str) -> Response:
 
     principal = _principal()
     _require(principal, account_id, Action.READ)
+    if principal.kind != "user":
+        raise HttpError(403, "not allowed: the studies list is for the owner and share holders (use QIDO-RS)")
     with _svc().db.session() as s:
         return _json(visible_studies(s, principal, account_id))
 

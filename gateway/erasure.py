@@ -59,12 +59,12 @@ def delete_study(db: Database, principal: Principal, account_id: str, study_uid:
         account = get_account(s, account_id)
         study = s.scalar(select(Study).where(Study.account_id == account_id, Study.study_uid == study_uid,
                                              Study.deleted_at.is_(None)))
-        decision = decide(s, principal, Action.DELETE, account_ref(account),
-                          sensitive=bool(study is not None and study.sensitive))
+        decision = decide(s, principal, Action.DELETE, account_ref(account))
         if not decision.visible:
             raise ErasureError(404, f"no account {account_id}")
-        if study is None:
-            raise ErasureError(404, f"no study {study_uid}")
+        read = decide(s, principal, Action.READ, account_ref(account))
+        if study is None or (study.sensitive and not read.sensitive_ok):
+            raise ErasureError(404, f"no study {study_uid}")  # what may not be seen does not exist
         if not decision.allowed:
             raise ErasureError(403, f"not allowed: {decision.reason}")
         now = utcnow()
@@ -180,7 +180,7 @@ def _delete_study_rows(s: Session, study: Study) -> None:
         entry.detail = json.dumps({"redacted": "erased study"})
     for entry in s.scalars(select(AuditEntry).where(AuditEntry.account_id == study.account_id,
                                                     AuditEntry.detail.contains("sop_instance_uid"))):
-        if any(uid in entry.detail for uid in sop_uids):
+        if json.loads(entry.detail or "{}").get("sop_instance_uid") in sop_uids:
             entry.detail = json.dumps({"redacted": "erased study"})
     patient_pk, account_id = study.patient_pk, study.account_id
     s.delete(study)

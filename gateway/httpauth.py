@@ -13,7 +13,7 @@ from typing import Iterator
 from flask import Request
 
 from consent.decision import Action, Decision, Principal
-from gateway.auth import AuthError, Credentials, authenticate, parse_authorization
+from gateway.auth import TOKEN_PREFIX, AuthError, Credentials, authenticate, parse_authorization
 from gateway.services import Services
 
 
@@ -36,11 +36,23 @@ def principal_from_request(services: Services, request: Request) -> Principal:
         raise HttpError(401, "credentials are required (Bearer token or Basic)", CHALLENGE)
     if creds.scheme == "basic":
         return sign_in(services, creds.email or "", creds.password or "", request.remote_addr)
+    guessable = not (creds.token or "").startswith(TOKEN_PREFIX)  # ours are 256-bit random; the operator's may not be
+    key = f"bearer-ip:{request.remote_addr}"
+    if guessable:
+        from gateway.throttle import THROTTLE
+
+        wait = THROTTLE.begin(key)
+        if wait:
+            raise HttpError(429, f"too many failed attempts; try again in {wait} s", {"Retry-After": str(wait)})
     try:
         with services.db.session() as s:
-            return authenticate(s, creds, source=request.remote_addr, operator_token=services.settings.operator_token)
+            principal = authenticate(s, creds, source=request.remote_addr,
+                                     operator_token=services.settings.operator_token)
     except AuthError as exc:
         raise HttpError(401, str(exc), CHALLENGE) from None
+    if guessable:
+        THROTTLE.succeeded("", key)
+    return principal
 
 
 def sign_in(services: Services, email: str, password: str, source: str | None) -> Principal:
@@ -49,7 +61,7 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
     from gateway.usage import record_usage
 
     keys = (f"email:{email.strip().lower()}", f"ip:{source}")
-    wait = THROTTLE.retry_after(*keys)
+    wait = THROTTLE.begin(*keys)
     if wait:
         raise HttpError(429, f"too many failed sign-ins; try again in {wait} s", {"Retry-After": str(wait)})
     try:
@@ -57,9 +69,8 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
             principal = authenticate(s, Credentials("basic", email=email, password=password), source=source,
                                      operator_token=None)
     except AuthError as exc:
-        THROTTLE.failed(*keys)
-        raise HttpError(401, str(exc), CHALLENGE) from None
-    THROTTLE.succeeded(keys[0])
+        raise HttpError(401, str(exc), CHALLENGE) from None  # the attempt was counted by begin()
+    THROTTLE.succeeded(keys[0], keys[1])
     record_usage(services.db, kind="sign-in", account_id=None, user_id=principal.id)
     return principal
 

@@ -142,8 +142,15 @@ class IngestService:
             try:
                 with self.db.session(write=True) as s:
                     existing = _instance(s, account_id, header.sop_instance_uid)
+                    study_now = _study(s, account_id, header.study_uid)
                     if existing is not None:
                         result = _resend_result(existing, digest, ids)
+                    elif study_now is not None and study_now.deleted_at is not None:
+                        # deleted while the object was being written: never attach to it
+                        result = IngestResult(
+                            Outcome.UNAVAILABLE,
+                            f"study {header.study_uid} is being deleted; send it again after the purge", **ids,
+                        )
                     else:
                         self._index(s, principal, account_id, header, labels, digest, size, key)
                         return IngestResult(Outcome.STORED, "stored", **ids)

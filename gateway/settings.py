@@ -133,6 +133,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("workers must be at least 1")
     if s.max_stow_bytes < 1:
         raise SettingsError("max_stow_bytes must be positive")
+    if s.operator_token is not None and len(s.operator_token) < 24:
+        raise SettingsError("operator_token must be at least 24 characters (it guards the admin API)")
     store = s.effective_object_store
     if not (store.startswith("file://") or store.startswith("s3://")):
         raise SettingsError(f"object_store must be file://PATH or s3://BUCKET, not {store!r}")

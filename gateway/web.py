@@ -270,8 +270,8 @@ def operator_sign_in() -> Response:
 
     svc = _svc()
     token = request.form.get("operator_token", "")
-    key = f"ip:{request.remote_addr}"
-    wait = THROTTLE.retry_after(key)
+    key = f"bearer-ip:{request.remote_addr}"  # the same budget as operator tokens sent as Bearer
+    wait = THROTTLE.begin(key)
     if wait:
         resp = _sign_in_page(429, operator_error=f"Too many failed sign-ins; try again in {wait} s.")
         resp.headers["Retry-After"] = str(wait)
@@ -280,8 +280,8 @@ def operator_sign_in() -> Response:
     if svc.settings.operator_token and token:
         ok = hmac.compare_digest(token.encode(), svc.settings.operator_token.encode())
     if not ok:
-        THROTTLE.failed(key)
-        return _sign_in_page(401, operator_error="That is not the operator token.")
+        return _sign_in_page(401, operator_error="That is not the operator token.")  # counted by begin()
+    THROTTLE.succeeded("", key)
     resp = redirect(url_for("web.providers"), 303)
     _set_session_cookie(resp, token, None)
     resp.delete_cookie(PRE_COOKIE, path="/")

@@ -353,3 +353,28 @@ def test_metrics_and_healthz(gw):
     assert "dicomgate_http_requests_total" in text
     assert acc["id"] not in text
     assert requests.get(f"{gw.url}/healthz", timeout=30).json()["status"] == "ok"
+
+
+def test_sensitive_study_is_not_found_for_an_editor_without_the_flag(gw):
+    acc, prv, bodies, token = owner_with_data(gw, sensitive=True)
+    editor = gw.new_account()
+    etoken = user_token(gw, editor["owner"])
+    call(gw, "POST", f"/accounts/{acc['id']}/shares", token, json={"email": editor["owner"], "role": "editor"})
+    sensitive_study, plain_study = uids(bodies[0])[0], uids(bodies[1])[0]
+    rsp = call(gw, "DELETE", f"/accounts/{acc['id']}/studies/{sensitive_study}", etoken)
+    assert rsp.status_code == 404  # exactly like a study that does not exist
+    assert call(gw, "DELETE", f"/accounts/{acc['id']}/studies/1.2.3.4.5", etoken).status_code == 404
+    assert call(gw, "DELETE", f"/accounts/{acc['id']}/studies/{plain_study}", etoken).status_code == 202
+    assert len(call(gw, "GET", f"/accounts/{acc['id']}/studies", token).json()) == 1
+
+
+def test_provider_tokens_do_not_get_the_studies_list(gw):
+    acc = gw.new_account()
+    prv = gw.new_provider()
+    gw.link(acc, prv, pull=True, push=True)
+    assert call(gw, "GET", f"/accounts/{acc['id']}/studies", prv["token"]).status_code == 403
+
+
+def test_guessing_the_operator_token_is_throttled(gw):
+    codes = [call(gw, "GET", "/providers", f"not-the-operator-token-{i}").status_code for i in range(8)]
+    assert codes[:6] == [401] * 6 and codes[-1] == 429

@@ -57,3 +57,43 @@ def test_study_purge_keeps_audit_entries_without_identifiers(services):
     for path in services.settings.data_path.rglob("*"):  # index, WAL, objects
         if path.is_file():
             assert study.encode() not in path.read_bytes(), path
+
+
+def test_redaction_matches_whole_uids_only(services):
+    with services.db.session(write=True) as s:
+        user = create_user(s, "r@example.org", "pw")
+        acc = create_account(s, user, None, actor="t")
+    p = Principal("user", user.id, "user:r@example.org")
+    keep, erase = variant(SOPInstanceUID="1.2.826.0.1.3680043.9.99.10"), variant(SOPInstanceUID="1.2.826.0.1.3680043.9.99.1")
+    for b in (keep, erase):
+        r = services.ingest.store_instance(p, acc.id, io.BytesIO(b), len(b), meta_must_match=False)
+        assert r.outcome.ok, r
+    delete_study(services.db, p, acc.id, uids(erase)[0])
+    purge(services.db, services.store)
+    with services.db.session() as s:
+        kept = [e for e in s.scalars(select(AuditEntry).where(AuditEntry.account_id == acc.id,
+                                                             AuditEntry.action == "instance.stored"))]
+    details = [e.detail for e in kept]
+    assert any("1.2.826.0.1.3680043.9.99.10" in d for d in details)  # the other study's entry is untouched
+
+
+def test_instance_arriving_while_its_study_is_deleted_is_not_acknowledged(services, monkeypatch):
+    from gateway.ingest import Outcome
+
+    acc, p, bodies = _account_with(services, 1)
+    study, series, _ = uids(bodies[0])
+    late = variant(study=study, series=series)
+    real_put = services.store.put
+
+    def put_then_delete(key, chunks):
+        n = real_put(key, chunks)
+        delete_study(services.db, p, acc, study)  # the owner deletes the study meanwhile
+        return n
+
+    monkeypatch.setattr(services.store, "put", put_then_delete)
+    result = services.ingest.store_instance(p, acc, io.BytesIO(late), len(late))
+    assert result.outcome is Outcome.UNAVAILABLE
+    monkeypatch.setattr(services.store, "put", real_put)
+    with services.db.session() as s:
+        assert uids(late)[2] not in [i.sop_uid for i in s.scalars(select(Instance))]
+    assert not [k for k in services.store.iter_keys("") if uids(late)[2] in k]

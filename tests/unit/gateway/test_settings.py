@@ -63,3 +63,8 @@ def test_example_configs_load(name):
     path = Path(__file__).resolve().parents[3] / "config" / name
     s = load_settings(path, env={})
     assert load_rules(s.sensitivity_rules)
+
+
+def test_short_operator_token_refused():
+    with pytest.raises(SettingsError, match="at least 24"):
+        load_settings(env={"DICOMGATE_OPERATOR_TOKEN": "short"})
