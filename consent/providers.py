@@ -108,10 +108,16 @@ class Identification:
     reason: str
 
 
+def provider_by_ae(session: Session, ae_title: str) -> Provider | None:
+    """The registered (not removed) provider with this AE title."""
+    return session.scalar(select(Provider).where(Provider.ae_title == ae_title.strip(),
+                                                 Provider.removed_at.is_(None)))
+
+
 def identify_by_ae(session: Session, calling_ae: str, address: str) -> Identification:
     """DIMSE: find the provider for a calling AE title and check the source address."""
     ae = calling_ae.strip()
-    provider = session.scalar(select(Provider).where(Provider.ae_title == ae, Provider.removed_at.is_(None)))
+    provider = provider_by_ae(session, ae)
     if provider is None:
         return Identification(None, f"calling AE title {ae!r} is not a registered provider")
     if not address_allowed(provider, address):

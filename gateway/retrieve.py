@@ -117,3 +117,39 @@ class RetrieveService:
                 audit.record(s, account_id=account_id, actor=principal.label, action=f"study.{how}",
                              study_uid=study_uid, source=principal.source,
                              detail={"instances": n, **(detail or {})})
+
+    def move_destination(self, principal: Principal, account_id: str, ae: str | None,
+                         refs: list[InstanceRef]) -> tuple[tuple[str, int] | None, str]:
+        """C-MOVE: ((host, port), "") for a destination that may receive ``refs``, else (None, reason).
+
+        The destination must be a registered provider with host and port, and
+        either be the caller or hold its own consent (a pull link in force, with
+        the sensitive flag when a selected study is sensitive): moving an
+        account's images to a third party the holder never authorised would
+        bypass the holder's consent.
+        """
+        from consent.decision import decide
+        from consent.providers import provider_by_ae
+        from gateway.accounts import account_ref, get_account
+
+        ae = (ae or "").strip()
+        with self.db.session() as s:
+            provider = provider_by_ae(s, ae)
+            if provider is None:
+                return None, f"move destination {ae!r} is not a registered provider"
+            if not provider.host or not provider.port:
+                return None, f"move destination {ae!r} has no host and port"
+            if provider.id == principal.id:
+                return (provider.host, provider.port), ""
+            dest = Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})")
+            study_uids = sorted({r.study_uid for r in refs})
+            sensitive = bool(study_uids) and bool(s.scalar(
+                select(Study.id).where(Study.account_id == account_id, Study.study_uid.in_(study_uids),
+                                       Study.sensitive.is_(True)).limit(1)
+            ))
+            decision = decide(s, dest, Action.READ, account_ref(get_account(s, account_id)), sensitive=sensitive)
+            if not decision.allowed:
+                reason = ("destination's link lacks the sensitive flag" if decision.visible and sensitive
+                          and "sensitive" in decision.reason else "destination has no consent for this account")
+                return None, reason
+            return (provider.host, provider.port), ""

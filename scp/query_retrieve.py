@@ -43,7 +43,7 @@ C-MOVE destinations: the Move Destination AE title must be a registered
 (not removed) provider with host and port, and it must itself be allowed to
 receive the data: either it is the requesting provider, or it has a link in
 force with the account with pull consent (and the sensitive flag when a
-selected study is sensitive), asked through ``consent.decision.decide`` for
+selected study is sensitive), decided by ``RetrieveService.move_destination`` for
 the destination as principal. Otherwise nothing is sent anywhere: moving an
 account's images to a third party the holder never authorised would bypass
 the consent the holder gave. The sub-association is opened by pynetdicom
@@ -75,12 +75,8 @@ from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
-from sqlalchemy import select
 
-from consent.decision import Action, Principal, decide
-from consent.models import Provider
-from gateway.accounts import account_ref, get_account
-from gateway.db.models import Study
+from gateway.accounts import get_account
 from gateway.access import NotVisible
 from gateway.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
 from gateway.retrieve import InstanceRef, NotFound, Selection
@@ -306,7 +302,8 @@ def handle_move(event, services: Services) -> Iterator[Any]:  # type: ignore[no-
     verdict = event.assoc.dicomgate
     selection, failure = _select(event, services)
     if failure is None:
-        destination, reason = _destination(services, verdict, event.move_destination, selection)
+        destination, reason = services.retrieve.move_destination(
+            verdict.principal, verdict.account_id, event.move_destination, selection.instances)
         if destination is None:
             failure = (MOVE_DESTINATION_REFUSED, reason)
     if failure is not None:
@@ -405,32 +402,6 @@ def _sub_operations(event, services: Services, refs: list[InstanceRef], how: str
     finally:
         if handed:
             services.retrieve.record(verdict.principal, verdict.account_id, handed, how, detail)
-
-
-def _destination(services: Services, verdict, ae: str | None, selection: Selection):  # type: ignore[no-untyped-def]
-    """((host, port), "") for a destination that may receive the selection, else (None, reason)."""
-    ae = (ae or "").strip()
-    with services.db.session() as s:
-        provider = s.scalar(select(Provider).where(Provider.ae_title == ae, Provider.removed_at.is_(None)))
-        if provider is None:
-            return None, f"move destination {ae!r} is not a registered provider"
-        if not provider.host or not provider.port:
-            return None, f"move destination {ae!r} has no host and port"
-        if provider.id == verdict.principal.id:
-            return (provider.host, provider.port), ""
-        account = account_ref(get_account(s, verdict.account_id))
-        dest = Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})")
-        study_uids = sorted({r.study_uid for r in selection.instances})
-        sensitive = bool(study_uids) and bool(s.scalar(
-            select(Study.id).where(Study.account_id == verdict.account_id, Study.study_uid.in_(study_uids),
-                                   Study.sensitive.is_(True)).limit(1)
-        ))
-        decision = decide(s, dest, Action.READ, account, sensitive=sensitive)
-        if not decision.allowed:
-            reason = ("destination's link lacks the sensitive flag" if decision.visible and sensitive
-                      and "sensitive" in decision.reason else "destination has no consent for this account")
-            return None, reason
-        return (provider.host, provider.port), ""
 
 
 def _contexts(refs: list[InstanceRef]) -> list:
