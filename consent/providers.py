@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import secrets
 from dataclasses import dataclass
 
@@ -133,7 +132,3 @@ def provider_snapshot(p: Provider) -> dict:
         "created": p.created_at.isoformat() if p.created_at else None,
         "removed": p.removed_at.isoformat() if p.removed_at else None,
     }
-
-
-def dumps(obj: dict) -> str:
-    return json.dumps(obj, sort_keys=True)

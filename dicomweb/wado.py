@@ -192,13 +192,13 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
 @bp.get(f"{INSTANCE}/frames/<frame_list>")
 def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) -> Response:
     from gateway.frames import (FrameDecodeError, FrameError, FrameOutOfRange, decoded_frames,
-                                frame_media_type, raw_frames)
+                                frame_media_type, parse_frame_list, raw_frames)
 
     try:
-        numbers = [int(x) for x in frame_list.split(",") if x.strip()]
-    except ValueError:
-        raise HttpError(400, f"{frame_list!r} is not a list of frame numbers") from None
-    if not numbers or any(n < 1 for n in numbers):
+        numbers = parse_frame_list(frame_list)
+    except FrameError as exc:
+        raise HttpError(400, str(exc)) from None
+    if any(n < 1 for n in numbers):
         raise HttpError(400, "frame numbers start at 1")
     principal, sel = _select(account_id, study, series, sop)
     svc = _services()

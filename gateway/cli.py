@@ -123,15 +123,13 @@ def cli(config: str | None, data_dir: str | None, database_url: str | None, as_j
 @common
 def serve(**flags: Any) -> None:
     """Run the DIMSE SCP, the HTTP server and the scheduler."""
-    from gateway.settings import replace
     from gateway.serve import run
+    from gateway.settings import replace, validate
 
     ctx = click.get_current_context()
     settings = replace(ctx.meta["settings"], **{k: v for k, v in flags.items() if v is not None})
     try:
-        from gateway.settings import _check
-
-        _check(settings)
+        validate(settings)
     except SettingsError as exc:
         raise Fail(str(exc)) from None
     run(settings)

@@ -62,8 +62,7 @@ def delete_study(db: Database, principal: Principal, account_id: str, study_uid:
         decision = decide(s, principal, Action.DELETE, account_ref(account))
         if not decision.visible:
             raise ErasureError(404, f"no account {account_id}")
-        read = decide(s, principal, Action.READ, account_ref(account))
-        if study is None or (study.sensitive and not read.sensitive_ok):
+        if study is None or (study.sensitive and not decision.sensitive_ok):
             raise ErasureError(404, f"no study {study_uid}")  # what may not be seen does not exist
         if not decision.allowed:
             raise ErasureError(403, f"not allowed: {decision.reason}")

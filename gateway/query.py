@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterable
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import Select, and_, func, or_, select
@@ -329,13 +329,6 @@ def _person_name(column: Any, value: str, fuzzy: bool, keyword: str) -> Any:
 
 def vr_of(keyword: str) -> str:
     return ATTRIBUTES[keyword][2] if keyword in ATTRIBUTES else dictionary_VR(keyword)
-
-
-def iter_filters(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in pairs:
-        out[keyword_of(k)] = v
-    return out
 
 
 def visible_studies(s: Session, principal: Principal, account_id: str) -> list[dict]:

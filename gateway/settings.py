@@ -120,11 +120,12 @@ def load_settings(
         if value is not None:
             values[name] = _coerce(name, value)
     settings = Settings(**values)
-    _check(settings)
+    validate(settings)
     return settings
 
 
-def _check(s: Settings) -> None:
+def validate(s: Settings) -> None:
+    """Raise SettingsError for a combination of settings that cannot work."""
     for port_name in ("dicom_port", "http_port"):
         port = getattr(s, port_name)
         if not 0 <= port <= 65535:
