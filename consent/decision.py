@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from consent.models import Link, Provider, Share
@@ -103,7 +103,7 @@ def decide(
         return Decision(True, f"{share.role} share {share.id}", visible=True, sensitive_ok=share.sensitive)
 
     if principal.kind == "provider":
-        provider = session.get(Provider, principal.id)
+        provider = session.connection().execute(_PROVIDER, {"id": principal.id}).first()
         if provider is None or provider.removed_at is not None:
             return Decision(False, "provider is not registered", visible=False)
         if principal.source is not None and not address_allowed(provider, principal.source):
@@ -153,12 +153,16 @@ def _active_share(session: Session, account_id: str, user_id: str, now: datetime
     return max(live, key=lambda s: (s.role == "editor", s.sensitive))
 
 
-def _active_links(session: Session, account_id: str, provider_id: str, now: datetime) -> list[Link]:
-    rows = session.scalars(
-        select(Link).where(
-            Link.account_id == account_id, Link.provider_id == provider_id, Link.revoked_at.is_(None)
-        )
-    ).all()
+# built once so that their compiled SQL is reused: decide() runs for every C-STORE
+_PROVIDER = select(Provider.id, Provider.networks, Provider.removed_at).where(Provider.id == bindparam("id"))
+_LINKS = select(Link.id, Link.push, Link.pull, Link.sensitive, Link.expires_at).where(
+    Link.account_id == bindparam("account"), Link.provider_id == bindparam("provider"), Link.revoked_at.is_(None)
+)
+
+
+def _active_links(session: Session, account_id: str, provider_id: str, now: datetime) -> list:  # type: ignore[type-arg]
+    """The provider's links with the account in force at ``now`` (rows: id, push, pull, sensitive, expires_at)."""
+    rows = session.connection().execute(_LINKS, {"account": account_id, "provider": provider_id}).all()
     return [l for l in rows if l.expires_at is None or l.expires_at > now]
 
 

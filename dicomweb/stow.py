@@ -2,7 +2,8 @@
 
 The whole multipart body is parsed (parts spooled, memory bounded) before
 any instance is stored, so a truncated or unparseable body stores nothing
-(400). Each complete part then goes through the ingest service; the response
+(400). The complete parts then go through the ingest service as one batch
+(one consent read, one index commit, each part judged on its own); the response
 lists what was stored (0008,1199) and what failed and why (0008,1198).
 """
 
@@ -67,7 +68,7 @@ def stow(account_id: str, study: str | None = None) -> Response:
 
     parts = _read_all_parts(request.stream, boundary, limit)
     try:
-        results = [_store_part(svc, principal, account_id, study, p) for p in parts]
+        results = _store_parts(svc, principal, account_id, study, parts)
     finally:
         for p in parts:
             p.close()
@@ -103,11 +104,20 @@ def _close(parts: list[Part]) -> None:
         p.close()
 
 
-def _store_part(svc: Services, principal, account_id: str, study: str | None, part: Part) -> IngestResult:  # type: ignore[no-untyped-def]
-    if part.content_type and part.content_type != "application/dicom":
-        return IngestResult(Outcome.MALFORMED, f"part of type {part.content_type} is not application/dicom")
-    return svc.ingest.store_instance(principal, account_id, part.file, part.size, expected_study=study,
-                                     meta_must_match=False)
+def _store_parts(svc: Services, principal, account_id: str, study: str | None, parts: list[Part]) -> list[IngestResult]:  # type: ignore[no-untyped-def]
+    """One ingest batch for the request's DICOM parts (one consent read, one index commit)."""
+    results: list[IngestResult | None] = [None] * len(parts)
+    dicom: list[int] = []
+    for i, part in enumerate(parts):
+        if part.content_type and part.content_type != "application/dicom":
+            results[i] = IngestResult(Outcome.MALFORMED, f"part of type {part.content_type} is not application/dicom")
+        else:
+            dicom.append(i)
+    stored = svc.ingest.store_many(principal, account_id, [(parts[i].file, parts[i].size) for i in dicom],
+                                   expected_study=study, meta_must_match=False)
+    for i, result in zip(dicom, stored):
+        results[i] = result
+    return [r for r in results if r is not None]
 
 
 def _response(svc: Services, account_id: str, results: list[IngestResult]) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,6 +91,15 @@ def account_ref(account: Account | None) -> AccountRef | None:
     if account is None:
         return None
     return AccountRef(account.id, account.owner_id, account.deleted_at is not None)
+
+
+_ACCOUNT_REF = select(Account.id, Account.owner_id, Account.deleted_at).where(Account.id == bindparam("id"))
+
+
+def load_account_ref(session: Session, account_id: str) -> AccountRef | None:
+    """What the consent decision needs of an account, without loading the ORM object (ingest hot path)."""
+    row = session.connection().execute(_ACCOUNT_REF, {"id": account_id}).first()
+    return None if row is None else AccountRef(row.id, row.owner_id, row.deleted_at is not None)
 
 
 def list_accounts(session: Session) -> list[Account]:

@@ -1,19 +1,25 @@
 """The one door in: every instance, from C-STORE or STOW-RS, is stored here.
 
-Order, for each instance (see docs/architecture.md):
+Order, for each batch (one C-STORE is a batch of one, one STOW-RS request is
+one batch; see docs/architecture.md):
 
-1. parse and validate the header (never the pixels);
-2. classify sensitivity and ask the consent decision;
+1. parse and validate each header (never the pixels);
+2. classify sensitivity and ask the consent decision (one read transaction
+   for the batch; the decision is taken once per distinct sensitivity, so
+   every instance is judged by the same rule at the same moment);
 3. a same-UID resend with the same data set bytes is a success that stores
    nothing; different bytes under a stored UID are refused (first write wins);
-4. write the object (streamed, fsynced, atomically renamed) under a key made
+4. write the objects (streamed, fsynced, atomically renamed) under keys made
    of validated UIDs and the content digest;
-5. insert the index rows and the audit entry in one transaction;
-6. only then report success. If the index transaction fails, the object is
-   removed again, so nothing is left half-stored.
+5. insert the index rows and the audit entries in one write transaction
+   (group commit: one commit, one WAL fsync, for the whole batch);
+6. only then report success. If the index transaction fails, the objects
+   are removed again, so nothing is left half-stored.
 
 The adapters map :class:`IngestResult` to a DIMSE status or a STOW failure
-reason; they hold no rule of their own.
+reason; they hold no rule of their own. The hot path uses SQL Core
+statements (no ORM identity map): at a few hundred instances a second the
+ORM's per-row bookkeeping was the larger part of ingest's CPU.
 """
 
 from __future__ import annotations
@@ -21,26 +27,28 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from consent.decision import Action, Principal, decide
+from consent.decision import Action, Decision, Principal, decide
 from consent.sensitivity import Rule, classify
 from gateway import audit
-from gateway.accounts import account_ref
+from gateway.accounts import load_account_ref
 from gateway.db import Database
 from gateway.db.base import utcnow
-from gateway.db.models import Account, Instance, Patient, Series, Study
+from gateway.db.models import Instance, Patient, Series, Study
 from gateway.dicomfile import InstanceHeader, MalformedInstance, dataset_offset, parse_instance
 from storage import ObjectStore, StorageError
 from storage.keys import instance_key
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+#: bound on the number of values in one SQL IN (...) list
+IN_CHUNK = 400
 
 
 class Outcome(str, enum.Enum):
@@ -68,32 +76,71 @@ class IngestResult:
     series_uid: str | None = None
 
 
+@dataclass
+class _Item:
+    """One parsed instance on its way through a batch."""
+
+    index: int
+    fp: BinaryIO
+    size: int
+    header: InstanceHeader
+    labels: list[str]
+    digest: str
+    key: str = ""
+    ids: dict = field(default_factory=dict)
+
+    def result(self, outcome: Outcome, reason: str) -> IngestResult:
+        return IngestResult(outcome, reason, **self.ids)
+
+
 class IngestService:
     def __init__(self, db: Database, store: ObjectStore, rules: tuple[Rule, ...]) -> None:
         self.db = db
         self.store = store
         self.rules = rules
 
-    def store_instance(self, principal: Principal, account_id: str, fp: BinaryIO, size: int, **kw) -> "IngestResult":  # type: ignore[no-untyped-def]
+    def store_instance(self, principal: Principal, account_id: str, fp: BinaryIO, size: int, **kw) -> IngestResult:  # type: ignore[no-untyped-def]
         """Store one Part 10 file (``fp`` seekable, ``size`` bytes) into the account."""
-        from gateway.metrics import INGEST, INGEST_BYTES
+        return self.store_many(principal, account_id, [(fp, size)], **kw)[0]
 
-        result = self._store_instance(principal, account_id, fp, size, **kw)
-        INGEST.labels(result.outcome.value).inc()
-        if result.outcome is Outcome.STORED:
-            INGEST_BYTES.inc(size)
-        return result
-
-    def _store_instance(
+    def store_many(
         self,
         principal: Principal,
         account_id: str,
-        fp: BinaryIO,
-        size: int,
+        files: Sequence[tuple[BinaryIO, int]],
         *,
         expected_study: str | None = None,
         meta_must_match: bool = True,
-    ) -> IngestResult:
+    ) -> list[IngestResult]:
+        """Store several Part 10 files as one batch; one result per file, in order.
+
+        Each file succeeds or fails on its own (a STOW-RS response lists
+        both); the batch shares one consent read and one index commit.
+        """
+        from gateway.metrics import INGEST, INGEST_BYTES
+
+        results: list[IngestResult | None] = [None] * len(files)
+        items: list[_Item] = []
+        for i, (fp, size) in enumerate(files):
+            prepared = self._prepare(i, fp, size, expected_study, meta_must_match)
+            if isinstance(prepared, IngestResult):
+                results[i] = prepared
+            else:
+                items.append(prepared)
+        for index, result in self._store_items(principal, account_id, items).items():
+            results[index] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(files)
+        for r, (_, size) in zip(done, files):
+            INGEST.labels(r.outcome.value).inc()
+            if r.outcome is Outcome.STORED:
+                INGEST_BYTES.inc(size)
+        return done
+
+    # -- the steps ---------------------------------------------------------
+    def _prepare(
+        self, index: int, fp: BinaryIO, size: int, expected_study: str | None, meta_must_match: bool
+    ) -> _Item | IngestResult:
         try:
             header = parse_instance(fp, size, meta_must_match=meta_must_match)
             start = dataset_offset(fp)
@@ -110,121 +157,191 @@ class IngestService:
                 **ids,
             )
         labels = classify(header.dataset, self.rules) if header.dataset is not None else []
-        digest = _digest(fp, start)
+        header.dataset = None  # the header's values are extracted; let the element tree go
+        return _Item(index, fp, size, header, labels, _digest(fp, start), ids=ids)
 
+    def _store_items(self, principal: Principal, account_id: str, items: list[_Item]) -> dict[int, IngestResult]:
+        results: dict[int, IngestResult] = {}
+        if not items:
+            return results
+        # the same SOP Instance UID twice in one batch: the first is stored, the rest are judged against it
+        first: dict[str, _Item] = {}
+        repeats: list[_Item] = []
+        for item in items:
+            if item.header.sop_instance_uid in first:
+                repeats.append(item)
+            else:
+                first[item.header.sop_instance_uid] = item
+        candidates = list(first.values())
+
+        allowed: list[_Item] = []
+        refusals: list[tuple[_Item, str]] = []
         with self.db.session() as s:
-            account = s.get(Account, account_id)
-            study = _study(s, account_id, header.study_uid)
-            sensitive = bool(labels) or bool(study is not None and study.sensitive)
-            decision = decide(s, principal, Action.STORE, account_ref(account), sensitive=sensitive)
-            if not decision.allowed:
-                reason = f"refused: {decision.reason}"
-                if decision.visible:
-                    self._audit_refusal(principal, account_id, header, reason)
-                return IngestResult(Outcome.REFUSED, reason, **ids)
-            if study is not None and study.deleted_at is not None:
-                return IngestResult(
-                    Outcome.UNAVAILABLE,
-                    f"study {header.study_uid} is being deleted; send it again after the purge", **ids,
-                )
-            existing = _instance(s, account_id, header.sop_instance_uid)
-            if existing is not None:
-                return _resend_result(existing, digest, ids)
+            account = load_account_ref(s, account_id)
+            studies = _studies(s, account_id, {i.header.study_uid for i in candidates})
+            labelled = {i.header.study_uid for i in candidates if i.labels}
+            existing = _existing(s, account_id, [i.header.sop_instance_uid for i in candidates])
+            decisions: dict[bool, Decision] = {}
+            for item in candidates:
+                study = studies.get(item.header.study_uid)
+                # a study is sensitive once any of its instances is: an unlabelled instance
+                # joining it, or arriving beside a labelled one, is judged as sensitive too
+                sensitive = item.header.study_uid in labelled or bool(study is not None and study.sensitive)
+                if sensitive not in decisions:
+                    decisions[sensitive] = decide(s, principal, Action.STORE, account, sensitive=sensitive)
+                decision = decisions[sensitive]
+                if not decision.allowed:
+                    reason = f"refused: {decision.reason}"
+                    if decision.visible:
+                        refusals.append((item, reason))
+                    results[item.index] = item.result(Outcome.REFUSED, reason)
+                elif study is not None and study.deleted_at is not None:
+                    results[item.index] = item.result(Outcome.UNAVAILABLE, _being_deleted(item))
+                elif item.header.sop_instance_uid in existing:
+                    results[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
+                else:
+                    allowed.append(item)
+        if refusals:
+            self._audit_refusals(principal, account_id, refusals)
 
-        key = instance_key(account_id, header.study_uid, header.series_uid, header.sop_instance_uid, digest)
-        try:
-            self.store.put(key, _chunks(fp, 0, size))
-        except (StorageError, OSError) as exc:
-            log.error("object store failed for %s: %s", key, exc)
-            return IngestResult(Outcome.FAILED, f"the object store failed: {exc}", **ids)
+        written: list[_Item] = []
+        for item in allowed:
+            h = item.header
+            item.key = instance_key(account_id, h.study_uid, h.series_uid, h.sop_instance_uid, item.digest)
+            try:
+                self.store.put(item.key, _chunks(item.fp, 0, item.size))
+            except (StorageError, OSError) as exc:
+                log.error("object store failed for %s: %s", item.key, exc)
+                results[item.index] = item.result(Outcome.FAILED, f"the object store failed: {exc}")
+                continue
+            written.append(item)
+        if written:
+            results.update(self._commit(principal, account_id, written))
 
+        for item in repeats:
+            twin = first[item.header.sop_instance_uid]
+            verdict = results[twin.index]
+            if verdict.outcome.ok:
+                results[item.index] = _resend_result(item, twin.digest)
+            else:
+                results[item.index] = item.result(verdict.outcome, verdict.reason)
+        return results
+
+    def _commit(self, principal: Principal, account_id: str, written: list[_Item]) -> dict[int, IngestResult]:
+        """The write transaction for the objects just written; retried on a lost race."""
         for attempt in range(5):
             try:
                 with self.db.session(write=True) as s:
-                    existing = _instance(s, account_id, header.sop_instance_uid)
-                    study_now = _study(s, account_id, header.study_uid)
-                    if existing is not None:
-                        result = _resend_result(existing, digest, ids)
-                    elif study_now is not None and study_now.deleted_at is not None:
-                        # deleted while the object was being written: never attach to it
-                        result = IngestResult(
-                            Outcome.UNAVAILABLE,
-                            f"study {header.study_uid} is being deleted; send it again after the purge", **ids,
-                        )
-                    else:
-                        self._index(s, principal, account_id, header, labels, digest, size, key)
-                        return IngestResult(Outcome.STORED, "stored", **ids)
-                # another association won the race for this SOP Instance UID
-                if result.outcome is not Outcome.DUPLICATE:
-                    self._remove_object(key)
-                return result
+                    existing = _existing(s, account_id, [i.header.sop_instance_uid for i in written])
+                    studies = _studies(s, account_id, {i.header.study_uid for i in written})
+                    out: dict[int, IngestResult] = {}
+                    new: list[_Item] = []
+                    for item in written:
+                        study = studies.get(item.header.study_uid)
+                        if item.header.sop_instance_uid in existing:
+                            # another association won the race for this SOP Instance UID
+                            out[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
+                        elif study is not None and study.deleted_at is not None:
+                            # deleted while the object was being written: never attach to it
+                            out[item.index] = item.result(Outcome.UNAVAILABLE, _being_deleted(item))
+                        else:
+                            new.append(item)
+                    if new:
+                        self._index(s, principal, account_id, new, studies)
+                    out.update((i.index, i.result(Outcome.STORED, "stored")) for i in new)
+                for item in written:
+                    # an identical resend wrote the same key as the stored copy: keep it
+                    if not out[item.index].outcome.ok:
+                        self._remove_object(item.key)
+                return out
             except IntegrityError:
                 continue  # a concurrent insert of the same patient/study/series: read it and go on
             except OperationalError as exc:
                 log.warning("index transaction failed (attempt %d): %s", attempt + 1, exc)
                 continue
             except Exception as exc:
-                log.exception("index transaction failed for %s", key)
-                self._remove_object(key)
-                return IngestResult(Outcome.FAILED, f"the index could not be updated: {exc}", **ids)
-        self._remove_object(key)
-        return IngestResult(Outcome.FAILED, "the index could not be updated (database busy)", **ids)
+                log.exception("index transaction failed for %d instance(s)", len(written))
+                for item in written:
+                    self._remove_object(item.key)
+                return {i.index: i.result(Outcome.FAILED, f"the index could not be updated: {exc}") for i in written}
+        for item in written:
+            self._remove_object(item.key)
+        return {i.index: i.result(Outcome.FAILED, "the index could not be updated (database busy)") for i in written}
 
     # -- helpers -----------------------------------------------------------
     def _index(
-        self, s: Session, principal: Principal, account_id: str, h: InstanceHeader,
-        labels: list[str], digest: str, size: int, key: str,
+        self, s: Session, principal: Principal, account_id: str, items: list[_Item], known: dict[str, "_StudyState"],
     ) -> None:
-        patient_key = f"{h.patient.get('patient_id') or ''}^{h.patient.get('issuer') or ''}"
-        patient = s.scalar(select(Patient).where(Patient.account_id == account_id, Patient.patient_key == patient_key))
-        if patient is None:
-            patient = Patient(account_id=account_id, patient_key=patient_key, **h.patient)
-            s.add(patient)
-            s.flush()
-        study = _study(s, account_id, h.study_uid)
-        if study is None:
-            study = Study(
-                account_id=account_id, patient_pk=patient.id, study_uid=h.study_uid,
-                sensitive=bool(labels), labels=",".join(labels), created_at=utcnow(), **h.study,
-            )
-            s.add(study)
-            s.flush()
-        elif labels and not set(labels) <= set(filter(None, study.labels.split(","))):
-            merged = sorted(set(filter(None, study.labels.split(","))) | set(labels))
-            study.labels = ",".join(merged)
-            study.sensitive = True
-        series = s.scalar(select(Series).where(Series.study_pk == study.id, Series.series_uid == h.series_uid))
-        if series is None:
-            series = Series(study_pk=study.id, series_uid=h.series_uid, **h.series)
-            s.add(series)
-            s.flush()
-        s.add(
-            Instance(
-                account_id=account_id, series_pk=series.id, sop_uid=h.sop_instance_uid,
-                sop_class_uid=h.sop_class_uid, transfer_syntax_uid=h.transfer_syntax_uid,
-                size=size, digest=digest, object_key=key, source=principal.label[:120],
-                stored_at=utcnow(), **h.instance,
-            )
-        )
-        audit.record(
-            s, account_id=account_id, actor=principal.label, action="instance.stored",
-            study_uid=h.study_uid, source=principal.source,
-            detail={
-                "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
-                "sop_class_uid": h.sop_class_uid, "transfer_syntax": h.transfer_syntax_uid,
-                "bytes": size, "labels": labels,
-            },
-        )
-        s.flush()
+        """Insert patients, studies and series that are new, the instances and their audit entries.
 
-    def _audit_refusal(self, principal: Principal, account_id: str, h: InstanceHeader, reason: str) -> None:
+        ``known``: the batch's studies that exist, read in this transaction.
+        """
+        conn = s.connection()
+        now = utcnow()
+        patients: dict[str, int] = {}
+        studies: dict[str, int] = {}
+        series: dict[tuple[int, str], int] = {}
+        label_sets = {uid: set(filter(None, row.labels.split(","))) for uid, row in known.items()}
+        instance_rows: list[dict] = []
+        audit_rows: list[dict] = []
+        for item in items:
+            h = item.header
+            study_pk = studies.get(h.study_uid)
+            if study_pk is None and h.study_uid in known:
+                study_pk = studies[h.study_uid] = known[h.study_uid].id
+            if study_pk is None:
+                patient_key = f"{h.patient.get('patient_id') or ''}^{h.patient.get('issuer') or ''}"
+                patient_pk = patients.get(patient_key)
+                if patient_pk is None:
+                    patient_pk = conn.scalar(_SELECT_PATIENT, {"account": account_id, "key": patient_key})
+                    if patient_pk is None:
+                        patient_pk = conn.execute(insert(Patient).values(
+                            account_id=account_id, patient_key=patient_key, **h.patient)).inserted_primary_key[0]
+                    patients[patient_key] = patient_pk
+                study_pk = studies[h.study_uid] = conn.execute(insert(Study).values(
+                    account_id=account_id, patient_pk=patient_pk, study_uid=h.study_uid, sensitive=False,
+                    labels="", created_at=now, **h.study)).inserted_primary_key[0]
+                label_sets[h.study_uid] = set()
+            if item.labels and not set(item.labels) <= label_sets[h.study_uid]:
+                label_sets[h.study_uid] |= set(item.labels)
+                conn.execute(update(Study).where(Study.id == study_pk).values(
+                    labels=",".join(sorted(label_sets[h.study_uid])), sensitive=True))
+            series_pk = series.get((study_pk, h.series_uid))
+            if series_pk is None:
+                series_pk = conn.scalar(_SELECT_SERIES, {"study": study_pk, "uid": h.series_uid})
+                if series_pk is None:
+                    series_pk = conn.execute(insert(Series).values(
+                        study_pk=study_pk, series_uid=h.series_uid, **h.series)).inserted_primary_key[0]
+                series[(study_pk, h.series_uid)] = series_pk
+            instance_rows.append(dict(
+                account_id=account_id, series_pk=series_pk, sop_uid=h.sop_instance_uid,
+                sop_class_uid=h.sop_class_uid, transfer_syntax_uid=h.transfer_syntax_uid,
+                size=item.size, digest=item.digest, object_key=item.key, source=principal.label[:120],
+                stored_at=now, **h.instance,
+            ))
+            audit_rows.append(audit.entry(
+                account_id=account_id, actor=principal.label, action="instance.stored",
+                study_uid=h.study_uid, source=principal.source, time=now,
+                detail={
+                    "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
+                    "sop_class_uid": h.sop_class_uid, "transfer_syntax": h.transfer_syntax_uid,
+                    "bytes": item.size, "labels": item.labels,
+                },
+            ))
+        conn.execute(_INSERT_INSTANCES, instance_rows)
+        audit.record_many(s, audit_rows)
+
+    def _audit_refusals(self, principal: Principal, account_id: str, refusals: list[tuple[_Item, str]]) -> None:
         try:
             with self.db.session(write=True) as s:
-                audit.record(
-                    s, account_id=account_id, actor=principal.label, action="instance.refused",
-                    study_uid=h.study_uid, source=principal.source,
-                    detail={"sop_instance_uid": h.sop_instance_uid, "reason": reason},
-                )
+                audit.record_many(s, [
+                    audit.entry(
+                        account_id=account_id, actor=principal.label, action="instance.refused",
+                        study_uid=item.header.study_uid, source=principal.source,
+                        detail={"sop_instance_uid": item.header.sop_instance_uid, "reason": reason},
+                    )
+                    for item, reason in refusals
+                ])
         except Exception:  # the refusal stands even if its audit entry cannot be written
             log.exception("could not audit a refusal")
 
@@ -238,21 +355,64 @@ class IngestService:
             log.exception("could not remove unindexed object %s; reconcile will find it", key)
 
 
-def _study(s: Session, account_id: str, study_uid: str) -> Study | None:
-    return s.scalar(select(Study).where(Study.account_id == account_id, Study.study_uid == study_uid))
+# Statements built once: SQLAlchemy then reuses their compiled form, which
+# keeps a C-STORE's index work to a handful of cheap executions.
+_SELECT_STUDIES = (
+    select(Study.study_uid, Study.id, Study.sensitive, Study.labels, Study.deleted_at)
+    .where(Study.account_id == bindparam("account"), Study.study_uid.in_(bindparam("uids", expanding=True)))
+)
+_SELECT_EXISTING = (
+    select(Instance.sop_uid, Instance.digest)
+    .where(Instance.account_id == bindparam("account"), Instance.sop_uid.in_(bindparam("uids", expanding=True)))
+)
+_SELECT_PATIENT = select(Patient.id).where(
+    Patient.account_id == bindparam("account"), Patient.patient_key == bindparam("key"))
+_SELECT_SERIES = select(Series.id).where(Series.study_pk == bindparam("study"), Series.series_uid == bindparam("uid"))
+_INSERT_INSTANCES = insert(Instance)
 
 
-def _instance(s: Session, account_id: str, sop_uid: str) -> Instance | None:
-    return s.scalar(select(Instance).where(Instance.account_id == account_id, Instance.sop_uid == sop_uid))
+@dataclass(frozen=True)
+class _StudyState:
+    id: int
+    sensitive: bool
+    labels: str
+    deleted_at: object
 
 
-def _resend_result(existing: Instance, digest: str, ids: dict) -> IngestResult:
-    if existing.digest == digest:
-        return IngestResult(Outcome.DUPLICATE, "already stored with identical content", **ids)
-    return IngestResult(
-        Outcome.CONFLICT,
-        f"already stored with different content: SOP Instance UID {existing.sop_uid}",
-        **ids,
+def _in_chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    values = sorted(set(values))
+    for i in range(0, len(values), IN_CHUNK):
+        yield values[i:i + IN_CHUNK]
+
+
+def _studies(s: Session, account_id: str, study_uids: Iterable[str]) -> dict[str, _StudyState]:
+    out: dict[str, _StudyState] = {}
+    conn = s.connection()
+    for chunk in _in_chunks(study_uids):
+        for row in conn.execute(_SELECT_STUDIES, {"account": account_id, "uids": chunk}):
+            out[row.study_uid] = _StudyState(row.id, bool(row.sensitive), row.labels or "", row.deleted_at)
+    return out
+
+
+def _existing(s: Session, account_id: str, sop_uids: Iterable[str]) -> dict[str, str]:
+    """SOP Instance UID -> digest of what is already stored under it."""
+    out: dict[str, str] = {}
+    conn = s.connection()
+    for chunk in _in_chunks(sop_uids):
+        for row in conn.execute(_SELECT_EXISTING, {"account": account_id, "uids": chunk}):
+            out[row.sop_uid] = row.digest
+    return out
+
+
+def _being_deleted(item: _Item) -> str:
+    return f"study {item.header.study_uid} is being deleted; send it again after the purge"
+
+
+def _resend_result(item: _Item, stored_digest: str) -> IngestResult:
+    if stored_digest == item.digest:
+        return item.result(Outcome.DUPLICATE, "already stored with identical content")
+    return item.result(
+        Outcome.CONFLICT, f"already stored with different content: SOP Instance UID {item.header.sop_instance_uid}"
     )
 
 

@@ -2,7 +2,8 @@
 
 pynetdicom has no hook that can reject an association from code, so the
 acceptor's ACSE is swapped for one that consults :func:`decide_association`
-first; everything else is stock pynetdicom. Accepted sockets get TCP_NODELAY
+first, and its two polling loops are made event-driven (:mod:`scp.reactor`);
+everything else is stock pynetdicom. Accepted sockets get TCP_NODELAY
 (small instances otherwise wait ~40 ms each on delayed ACKs). Handlers: C-ECHO
 and C-STORE in :mod:`scp.handlers`, C-FIND / C-GET / C-MOVE in
 :mod:`scp.query_retrieve`.
@@ -49,6 +50,7 @@ from gateway.services import Services
 from scp.handlers import handle_echo, handle_store
 from scp.policy import REJECTED_PERMANENT, SOURCE_SERVICE_USER, decide_association
 from scp.query_retrieve import handle_find, handle_get, handle_move
+from scp.reactor import make_event_driven
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def _make_handler(services: Services):  # type: ignore[no-untyped-def]
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            assoc = super()._create_association()
+            assoc = make_event_driven(super()._create_association())
             assoc.acse = PolicyACSE(assoc, services)
             return assoc
 
