@@ -9,16 +9,17 @@ raises :class:`MalformedInstance` with a sentence the sender can act on.
 
 from __future__ import annotations
 
-import io
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from storage.keys import is_valid_uid
@@ -51,20 +52,40 @@ class InstanceHeader:
 
 
 def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str | None) -> bytes:
-    """Preamble + 'DICM' + File Meta group for a data set received over DIMSE."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae.strip()[:16]
-    buf = io.BytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return buf.getvalue()
+    """Preamble + 'DICM' + File Meta group for a data set received over DIMSE.
+
+    Encoded directly (PS3.10 7.1: explicit VR little endian, group length
+    first): it is built for every C-STORE, and pydicom's general writer
+    took ~0.5 ms for these seven elements.
+    """
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _uid_bytes(sop_class_uid)),
+        _meta_element(0x0003, b"UI", _uid_bytes(sop_instance_uid)),
+        _meta_element(0x0010, b"UI", _uid_bytes(transfer_syntax_uid)),
+        _meta_element(0x0012, b"UI", _uid_bytes(PYDICOM_IMPLEMENTATION_UID)),
+        _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION.encode("ascii"), b" ")),
+        _meta_element(0x0016, b"AE", _padded(source_ae.strip()[:16].encode("ascii", "replace"), b" "))
+        if source_ae and source_ae.strip() else b"",
+    ))
+    return b"\x00" * 128 + b"DICM" + _meta_element(0x0000, b"UL", len(body).to_bytes(4, "little")) + body
+
+
+def _padded(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def _uid_bytes(uid: str) -> bytes:
+    if not is_valid_uid(uid):
+        raise ValueError(f"not a valid UID: {uid[:70]!r}")
+    return _padded(uid.encode("ascii"), b"\x00")
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    head = (0x0002).to_bytes(2, "little") + element.to_bytes(2, "little") + vr
+    if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+        return head + b"\x00\x00" + len(value).to_bytes(4, "little") + value
+    return head + len(value).to_bytes(2, "little") + value
 
 
 def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> InstanceHeader:
@@ -187,33 +208,102 @@ def _one_line(exc: BaseException) -> str:
     return text[:300]
 
 
-def _uid(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None or str(value).strip() == "":
+class _Values:
+    """Reads the few values ingest indexes straight from the parsed elements.
+
+    pydicom converts an element on first access (VR lookup, hooks, value
+    classes); for ~25 short values per instance that was a third of the
+    parse. Here an unconverted element's bytes are decoded directly: ASCII
+    for UIDs, dates, numbers and code strings, the data set's character set
+    for text. Text in an ISO 2022 character set (escape sequences) still
+    goes through pydicom.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self._codec: str | None | bool = False  # not looked up yet
+
+    def _encoding(self) -> str | None:
+        if self._codec is False:
+            raw = self.ds.get_item(0x00080005)
+            value = getattr(raw, "value", None)
+            if isinstance(value, bytes):
+                terms = [t.strip() for t in value.decode("ascii", "replace").split("\\")]
+            elif value:
+                terms = [str(t).strip() for t in (value if isinstance(value, (list, tuple)) else [value])]
+            else:
+                terms = []
+            terms = [t for t in terms if t] or ["ISO_IR 6"]
+            if len(terms) == 1 and not terms[0].startswith("ISO 2022"):
+                self._codec = convert_encodings(terms)[0]
+            else:
+                self._codec = None  # code extensions: let pydicom decode
+        return self._codec  # type: ignore[return-value]
+
+    def text(self, tag: int) -> str | None:
+        try:
+            elem = self.ds.get_item(tag)
+        except Exception:
+            return None
+        if elem is None:
+            return None
+        value = elem.value
+        if isinstance(value, (bytes, bytearray)) and not isinstance(elem, DataElement):
+            vr = elem.VR  # None in implicit VR transfer syntaxes
+            if vr is None:
+                try:
+                    vr = dictionary_VR(tag)
+                except KeyError:
+                    return _converted(self.ds, tag)
+            if vr in _ASCII_VRS:
+                text = bytes(value).decode("ascii", "replace")
+            elif vr in _TEXT_VRS and (codec := self._encoding()) is not None:
+                text = bytes(value).decode(codec, "replace")
+            else:  # binary numbers (US, UL, ...) and ISO 2022 text: pydicom converts
+                return _converted(self.ds, tag)
+        else:
+            if value is None:
+                return None
+            text = str(value)
+        text = text.strip().rstrip("\x00").strip()
+        return text or None
+
+
+_ASCII_VRS = {"UI", "DA", "TM", "DT", "CS", "IS", "DS", "AS", "AE"}
+_TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC"}
+
+
+def _converted(ds: Dataset, tag: int) -> str | None:
+    try:
+        value = ds[tag].value
+    except Exception:
+        return None
+    return None if value is None else str(value)
+
+
+def _uid(values: _Values, keyword: str) -> str:
+    uid = values.text(tag_for_keyword(keyword))
+    if uid is None:
         raise MalformedInstance(f"{keyword} is missing", missing_attribute=True)
-    uid = str(value).strip().rstrip("\x00")
     if not is_valid_uid(uid):
         raise MalformedInstance(f"{keyword} is not a valid DICOM UID (PS3.5 9.1): {uid[:70]!r}")
     return uid
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return None
-    if value is None:
-        return None
-    text = str(value).strip().rstrip("\x00")
+def _text(values: _Values, keyword: str, limit: int) -> str | None:
+    text = values.text(tag_for_keyword(keyword))
     return text[:limit] if text else None
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(values: _Values, keyword: str) -> int | None:
+    text = values.text(tag_for_keyword(keyword))
     try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except Exception:
-        return None
+        return int(text) if text else None
+    except ValueError:
+        try:
+            return int(float(text))  # IS written as "1.0" by some modalities
+        except ValueError:
+            return None
 
 
 def normalise_name(name: str | None) -> str | None:
@@ -226,11 +316,12 @@ def normalise_name(name: str | None) -> str | None:
 
 
 def _extract(ds: Dataset, ts: str) -> InstanceHeader:
-    sop_class = _uid(ds, "SOPClassUID")
-    sop = _uid(ds, "SOPInstanceUID")
-    study = _uid(ds, "StudyInstanceUID")
-    series = _uid(ds, "SeriesInstanceUID")
-    name = _text(ds, "PatientName", 324)
+    v = _Values(ds)
+    sop_class = _uid(v, "SOPClassUID")
+    sop = _uid(v, "SOPInstanceUID")
+    study = _uid(v, "StudyInstanceUID")
+    series = _uid(v, "SeriesInstanceUID")
+    name = _text(v, "PatientName", 324)
     return InstanceHeader(
         sop_class_uid=sop_class,
         sop_instance_uid=sop,
@@ -238,35 +329,35 @@ def _extract(ds: Dataset, ts: str) -> InstanceHeader:
         series_uid=series,
         transfer_syntax_uid=ts,
         patient={
-            "patient_id": _text(ds, "PatientID", 64),
-            "issuer": _text(ds, "IssuerOfPatientID", 64),
+            "patient_id": _text(v, "PatientID", 64),
+            "issuer": _text(v, "IssuerOfPatientID", 64),
             "patient_name": name,
             "patient_name_norm": normalise_name(name),
-            "birth_date": _text(ds, "PatientBirthDate", 8),
-            "sex": _text(ds, "PatientSex", 16),
+            "birth_date": _text(v, "PatientBirthDate", 8),
+            "sex": _text(v, "PatientSex", 16),
         },
         study={
-            "study_date": _text(ds, "StudyDate", 8),
-            "study_time": _text(ds, "StudyTime", 16),
-            "accession_number": _text(ds, "AccessionNumber", 16),
-            "study_id": _text(ds, "StudyID", 16),
-            "description": _text(ds, "StudyDescription", 64),
-            "referring_physician": _text(ds, "ReferringPhysicianName", 324),
-            "patient_age": _text(ds, "PatientAge", 4),
+            "study_date": _text(v, "StudyDate", 8),
+            "study_time": _text(v, "StudyTime", 16),
+            "accession_number": _text(v, "AccessionNumber", 16),
+            "study_id": _text(v, "StudyID", 16),
+            "description": _text(v, "StudyDescription", 64),
+            "referring_physician": _text(v, "ReferringPhysicianName", 324),
+            "patient_age": _text(v, "PatientAge", 4),
         },
         series={
-            "modality": _text(ds, "Modality", 16),
-            "series_number": _int(ds, "SeriesNumber"),
-            "description": _text(ds, "SeriesDescription", 64),
-            "body_part": _text(ds, "BodyPartExamined", 16),
-            "series_date": _text(ds, "SeriesDate", 8),
-            "series_time": _text(ds, "SeriesTime", 16),
+            "modality": _text(v, "Modality", 16),
+            "series_number": _int(v, "SeriesNumber"),
+            "description": _text(v, "SeriesDescription", 64),
+            "body_part": _text(v, "BodyPartExamined", 16),
+            "series_date": _text(v, "SeriesDate", 8),
+            "series_time": _text(v, "SeriesTime", 16),
         },
         instance={
-            "instance_number": _int(ds, "InstanceNumber"),
-            "rows": _int(ds, "Rows"),
-            "columns": _int(ds, "Columns"),
-            "number_of_frames": _int(ds, "NumberOfFrames"),
+            "instance_number": _int(v, "InstanceNumber"),
+            "rows": _int(v, "Rows"),
+            "columns": _int(v, "Columns"),
+            "number_of_frames": _int(v, "NumberOfFrames"),
         },
         dataset=ds,
     )
