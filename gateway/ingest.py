@@ -218,13 +218,20 @@ class IngestService:
         if written:
             results.update(self._commit(principal, account_id, written))
 
+        repeat_refusals: list[tuple[_Item, str]] = []
         for item in repeats:
             twin = first[item.header.sop_instance_uid]
             verdict = results[twin.index]
-            if verdict.outcome.ok:
+            if verdict.outcome.ok:  # the twin's bytes are what is stored now
                 results[item.index] = _resend_result(item, twin.digest)
+            elif item.header.sop_instance_uid in existing:  # judged against the stored copy, as if sent alone
+                results[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
             else:
                 results[item.index] = item.result(verdict.outcome, verdict.reason)
+                if verdict.outcome is Outcome.REFUSED and any(r[0] is twin for r in refusals):
+                    repeat_refusals.append((item, verdict.reason))
+        if repeat_refusals:
+            self._audit_refusals(principal, account_id, repeat_refusals)
         return results
 
     def _commit(self, principal: Principal, account_id: str, written: list[_Item]) -> dict[int, IngestResult]:

@@ -143,7 +143,12 @@ class EventDUL(DULServiceProvider):
                 sleep = True
                 continue
             self.state_machine.do_action(event)
-            self._activity.set()  # a message, a release, an abort: let the association look
+            # wake the association only for what it acts on: a complete DIMSE message,
+            # a release or abort primitive, or a state other than data transfer; not for
+            # each P-DATA fragment of a large instance
+            if (self.assoc.dimse.msg_queue.queue or self.to_user_queue.queue
+                    or self.state_machine.current_state != "Sta6"):
+                self._activity.set()
             sleep = False
 
 
