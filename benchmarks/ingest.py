@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     dicomgate_exe,
     machine_info,
     run_cstore,
+    run_cstore_storescu,
     run_stow,
 )
 
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--send-mode", choices=("file", "dataset"), default="file",
                     help="C-STORE from the (page-cached) file, streamed without decoding (default), "
                          "or from pre-read pydicom Datasets (pynetdicom re-encodes each one)")
+    ap.add_argument("--client", choices=("pynetdicom", "storescu"), default="pynetdicom",
+                    help="C-STORE sender: the pynetdicom SCU in this process (default, per-instance latencies) "
+                         "or DCMTK storescu, one process per association (far less client CPU)")
     ap.add_argument("--tmp", type=Path, help="parent directory for the temporary directories")
     args = ap.parse_args(argv)
     if args.small < 1 or args.ct < 1:
@@ -107,7 +111,11 @@ def run_one(target: str, workload: tuple, data: dict, stow_bodies: Callable[[str
         server = start_target(target, workdir, args, dg_exe)
         sampler = common.TreeSampler(server.pid, 0.1).start()
         try:
-            if kind == "cstore":
+            if kind == "cstore" and args.client == "storescu":
+                wall, lats, ok, fail, errs, ccpu = run_cstore_storescu(ds["files"], server.dicom_port,
+                                                                       server.called_aet, n_assoc=conc)
+                res.latency_unit = "n/a"
+            elif kind == "cstore":
                 items = ds["datasets"] if args.send_mode == "dataset" else ds["files"]
                 wall, lats, ok, fail, errs, ccpu = run_cstore(items, ds["sop_classes"], server.dicom_port,
                                                               server.called_aet, n_assoc=conc)
@@ -301,10 +309,14 @@ def main(argv: list[str] | None = None) -> int:
           f"requests {info['requests']}; {info['storescp']}; {info['orthanc']}")
     for key, d in data.items():
         print(f"data {key}: {d['desc']}")
-    print("C-STORE: pynetdicom SCU 'BENCHPACS', TCP_NODELAY, "
-          + ("files streamed from page cache (no client decode)" if args.send_mode == "file"
-             else "pre-read Datasets (pynetdicom encodes)")
-          + "; latency = per C-STORE call; 4a = 4 threads x 1 association, files split contiguously")
+    if args.client == "storescu":
+        print("C-STORE: DCMTK storescu 'BENCHPACS', TCP_NODELAY=1, one process per association, files split "
+              "contiguously; no per-instance latency")
+    else:
+        print("C-STORE: pynetdicom SCU 'BENCHPACS', TCP_NODELAY, "
+              + ("files streamed from page cache (no client decode)" if args.send_mode == "file"
+                 else "pre-read Datasets (pynetdicom encodes)")
+              + "; latency = per C-STORE call; 4a = 4 threads x 1 association, files split contiguously")
     print(f"STOW-RS: {STOW_BATCH} instances/POST, pre-built multipart/related bodies, requests.Session per thread; "
           "latency = per POST")
     if "orthanc" in targets:
