@@ -1,4 +1,8 @@
-"""``dicomgate serve``: the DIMSE SCP, the HTTP server and the scheduler in one process.
+"""``dicomgate serve``: the DIMSE SCP, the HTTP server and the scheduler.
+
+The DIMSE SCP runs in worker processes sharing the DICOM port when
+``dimse_processes`` is above 1 (the default on a multi-core machine, see
+:mod:`scp.processes`), else in this process. HTTP and the scheduler run here.
 
 SIGTERM / SIGINT: stop accepting, let associations and requests in flight
 finish (bounded), then exit. Nothing is acknowledged before it is durable,
@@ -18,6 +22,8 @@ from waitress.server import create_server
 from gateway.app import create_app
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.metrics import include_worker_metrics
+from scp.processes import WorkerPool, bind_listener, dimse_process_count
 from scp.server import DimseServer
 
 log = logging.getLogger("dicomgate")
@@ -31,8 +37,18 @@ def run(settings: Settings) -> None:
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     services = Services.from_settings(settings)
-    dimse = DimseServer(services)
-    dicom_port = dimse.start()
+    processes = dimse_process_count(settings)
+    dimse: DimseServer | None = None
+    pool: WorkerPool | None = None
+    if processes > 1:
+        listener = bind_listener(settings.host, settings.dicom_port)
+        dicom_port = listener.getsockname()[1]
+        pool = WorkerPool(settings, listener, processes)
+        include_worker_metrics(pool.metrics_dir)
+        pool.start()
+    else:
+        dimse = DimseServer(services)
+        dicom_port = dimse.start()
     from gateway.jobs import start_scheduler
 
     scheduler = start_scheduler(services)
@@ -49,8 +65,8 @@ def run(settings: Settings) -> None:
     )
     http_port = http.effective_port  # type: ignore[union-attr]
     log.info(
-        "dicomgate serving: DICOM %s:%s, HTTP http://%s:%s, index %s, objects %s",
-        settings.host, dicom_port, settings.host, http_port,
+        "dicomgate serving: DICOM %s:%s (%d process%s), HTTP http://%s:%s, index %s, objects %s",
+        settings.host, dicom_port, processes, "es" if processes > 1 else "", settings.host, http_port,
         _redact(settings.effective_database_url), services.store.describe(),
     )
     stopping = threading.Event()
@@ -68,7 +84,11 @@ def run(settings: Settings) -> None:
     finally:
         http.close()  # stop accepting connections
         _drain_http(http, timeout=20)
-        dimse.stop(timeout=20)
+        if pool is not None:
+            pool.stop(timeout=25)  # each worker drains its associations (20 s), then exits
+            listener.close()
+        if dimse is not None:
+            dimse.stop(timeout=20)
         scheduler.shutdown(wait=True)
         services.close()
         log.info("dicomgate stopped")

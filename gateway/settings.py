@@ -44,6 +44,8 @@ class Settings:
     tls_ca_certificate: str | None = None
     sensitivity_rules: list[dict[str, Any]] | None = None
     max_associations: int = 32
+    #: DIMSE worker processes: 0 = one per core (at most 4), 1 = in the serve process
+    dimse_processes: int = 0
     dimse_timeout: int = 60
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -132,6 +134,8 @@ def validate(s: Settings) -> None:
             raise SettingsError(f"{port_name} must be between 0 and 65535, not {port}")
     if s.workers < 1:
         raise SettingsError("workers must be at least 1")
+    if not 0 <= s.dimse_processes <= 64:
+        raise SettingsError("dimse_processes must be between 0 (one per core) and 64")
     if s.max_stow_bytes < 1:
         raise SettingsError("max_stow_bytes must be positive")
     if s.operator_token is not None and len(s.operator_token) < 24:

@@ -155,11 +155,33 @@ def tls_context(settings) -> ssl.SSLContext | None:  # type: ignore[no-untyped-d
     return ctx
 
 
-class DimseServer:
-    """The running SCP: ``start()`` binds and serves in a thread, ``stop()`` closes."""
+def _adopting_server(listener: socket.socket) -> type[ThreadedAssociationServer]:
+    """A server class that serves on an already listening (shared) socket instead of binding."""
 
-    def __init__(self, services: Services) -> None:
+    class AdoptingAssociationServer(ThreadedAssociationServer):
+        def server_bind(self) -> None:
+            self.socket.close()
+            self.socket = listener  # non-blocking: see scp.processes.bind_listener
+            self.server_address = listener.getsockname()
+
+        def server_activate(self) -> None:
+            pass  # listening already
+
+        def server_close(self) -> None:
+            self.socket.close()  # never shutdown(): that would stop the other workers' listener too
+
+    return AdoptingAssociationServer
+
+
+class DimseServer:
+    """The running SCP: ``start()`` binds and serves in a thread, ``stop()`` closes.
+
+    With ``listener`` (a DIMSE worker process) it serves on that inherited socket.
+    """
+
+    def __init__(self, services: Services, listener: socket.socket | None = None) -> None:
         self.services = services
+        self.listener = listener
         self.ae = build_ae(services)
         self.server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -175,7 +197,8 @@ class DimseServer:
         ]
         self.server = self.ae.make_server(
             (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),
-            server_class=ThreadedAssociationServer, request_handler=_make_handler(self.services),
+            server_class=ThreadedAssociationServer if self.listener is None else _adopting_server(self.listener),
+            request_handler=_make_handler(self.services),
         )
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="dimse-acceptor", daemon=True)

@@ -41,6 +41,7 @@ def test_plain_postgresql_url_gets_psycopg_driver():
     ('object_store = "ftp://x"', "file://PATH or s3://BUCKET"),
     ('object_store = "s3://bucket"', "s3_endpoint"),
     ("this is not toml", "not valid TOML"),
+    ("dimse_processes = -1", "dimse_processes must be between"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path, content, message):
     cfg = tmp_path / "c.toml"
@@ -68,3 +69,14 @@ def test_example_configs_load(name):
 def test_short_operator_token_refused():
     with pytest.raises(SettingsError, match="at least 24"):
         load_settings(env={"DICOMGATE_OPERATOR_TOKEN": "short"})
+
+
+def test_dimse_processes_auto_is_one_per_core_at_most_four(monkeypatch):
+    from scp.processes import dimse_process_count
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert dimse_process_count(load_settings(env={})) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert dimse_process_count(load_settings(env={})) == 4
+    assert dimse_process_count(load_settings(env={"DICOMGATE_DIMSE_PROCESSES": "1"})) == 1
+    assert dimse_process_count(load_settings(env={"DICOMGATE_DIMSE_PROCESSES": "3"})) == 3

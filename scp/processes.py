@@ -1,0 +1,153 @@
+"""DIMSE on more than one core: worker processes sharing one listening socket.
+
+Ingest is CPU-bound Python (header parse, SQL, pynetdicom's PDU handling),
+so one process serves concurrent associations on one core however many it
+has. With ``dimse_processes`` above 1, ``serve`` binds the DICOM port itself
+and starts that many workers (``python -m scp.worker``) that inherit the
+listening socket and race for ``accept`` (pre-fork, as nginx and gunicorn
+do). Each worker is a complete SCP: its own database engine and object
+store, the same association policy, handlers and consent decision; nothing
+is shared between them but the database and the store, which already
+serialise concurrent writers.
+
+The HTTP side stays in the parent process, so per-process state such as
+the sign-in throttle keeps meaning what it says.
+
+Lifetimes: a worker gets SIGKILL when the parent dies (``PR_SET_PDEATHSIG``),
+so a ``kill -9`` of ``serve`` leaves no process holding the port (nothing
+acknowledged is lost: success is only answered after the commit). SIGTERM to
+``serve`` is passed on; each worker stops accepting, lets its associations
+finish (bounded), and exits. A worker that dies on its own is started again.
+
+Metrics: workers count in prometheus_client's multiprocess files; the
+parent's ``/metrics`` adds them to its own (:mod:`gateway.metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: give up re-binding the port after this long (a killed predecessor's workers
+#: may hold the listening socket for a moment after the parent died)
+BIND_RETRY_SECONDS = 10.0
+#: a worker that died is restarted, but not more often than this
+RESPAWN_MIN_INTERVAL = 2.0
+
+
+def dimse_process_count(settings: Settings) -> int:
+    """``dimse_processes``: 0 means one per core, at most 4."""
+    if settings.dimse_processes > 0:
+        return settings.dimse_processes
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """The DICOM listening socket, made for sharing: non-blocking (a worker that
+    loses the race for a connection gets EAGAIN, not a hang) and inheritable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    deadline = time.monotonic() + BIND_RETRY_SECONDS
+    while True:
+        try:
+            sock.bind((host, port))
+            break
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                sock.close()
+                raise
+            time.sleep(0.1)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    os.set_inheritable(sock.fileno(), True)
+    return sock
+
+
+class WorkerPool:
+    """Starts, watches and stops the DIMSE worker processes."""
+
+    def __init__(self, settings: Settings, listener: socket.socket, count: int) -> None:
+        self.settings = settings
+        self.listener = listener
+        self.count = count
+        self.metrics_dir = tempfile.mkdtemp(prefix="dicomgate-metrics-")
+        self.procs: list[subprocess.Popen | None] = [None] * count
+        self._started_at = [0.0] * count
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        per_worker = max(1, math.ceil(settings.max_associations / count))
+        self._config = json.dumps({
+            "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+            "max_associations": per_worker,
+        })
+
+    def start(self) -> None:
+        for i in range(self.count):
+            self._spawn(i)
+        self._watcher = threading.Thread(target=self._watch, name="dimse-workers", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self, index: int) -> None:
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
+        fd = self.listener.fileno()
+        cmd = [sys.executable, "-m", "scp.worker", "--listen-fd", str(fd), "--index", str(index),
+               "--parent", str(os.getpid())]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd,), env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(self._config.encode())  # settings hold secrets: a pipe, not argv or env
+        proc.stdin.close()
+        self.procs[index] = proc
+        self._started_at[index] = time.monotonic()
+        log.info("DIMSE worker %d started (pid %d)", index, proc.pid)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for i, proc in enumerate(self.procs):
+                    if proc is None or proc.poll() is None or self._stopping.is_set():
+                        continue
+                    log.error("DIMSE worker %d (pid %d) exited with %s; starting it again",
+                              i, proc.pid, proc.returncode)
+                    wait = RESPAWN_MIN_INTERVAL - (time.monotonic() - self._started_at[i])
+                    if wait > 0:
+                        time.sleep(wait)
+                    if not self._stopping.is_set():
+                        self._spawn(i)
+
+    def stop(self, timeout: float = 25.0) -> None:
+        """SIGTERM every worker, wait for them (bounded), then SIGKILL what is left."""
+        self._stopping.set()
+        with self._lock:
+            live = [p for p in self.procs if p is not None and p.poll() is None]
+            for p in live:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for p in live:
+                try:
+                    p.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
