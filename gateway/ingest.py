@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
@@ -39,6 +40,7 @@ from consent.sensitivity import Rule, classify
 from gateway import audit
 from gateway.accounts import load_account_ref
 from gateway.db import Database
+from gateway.db.engine import WriterBusy
 from gateway.db.base import utcnow
 from gateway.db.models import Instance, Patient, Series, Study
 from gateway.dicomfile import InstanceHeader, MalformedInstance, dataset_offset, parse_instance
@@ -88,6 +90,8 @@ class _Item:
     digest: str
     key: str = ""
     ids: dict = field(default_factory=dict)
+    #: the study row this instance was judged against (None: the study was new)
+    study_pk: int | None = None
 
     def result(self, outcome: Outcome, reason: str) -> IngestResult:
         return IngestResult(outcome, reason, **self.ids)
@@ -177,37 +181,27 @@ class IngestService:
         allowed: list[_Item] = []
         refusals: list[tuple[_Item, str]] = []
         with self.db.session() as s:
-            account = load_account_ref(s, account_id)
             studies = _studies(s, account_id, {i.header.study_uid for i in candidates})
-            labelled = {i.header.study_uid for i in candidates if i.labels}
             existing = _existing(s, account_id, [i.header.sop_instance_uid for i in candidates])
-            decisions: dict[bool, Decision] = {}
-            for item in candidates:
-                study = studies.get(item.header.study_uid)
-                # a study is sensitive once any of its instances is: an unlabelled instance
-                # joining it, or arriving beside a labelled one, is judged as sensitive too
-                sensitive = item.header.study_uid in labelled or bool(study is not None and study.sensitive)
-                if sensitive not in decisions:
-                    decisions[sensitive] = decide(s, principal, Action.STORE, account, sensitive=sensitive)
-                decision = decisions[sensitive]
-                if not decision.allowed:
-                    reason = f"refused: {decision.reason}"
-                    if decision.visible:
-                        refusals.append((item, reason))
-                    results[item.index] = item.result(Outcome.REFUSED, reason)
-                elif study is not None and study.deleted_at is not None:
-                    results[item.index] = item.result(Outcome.UNAVAILABLE, _being_deleted(item))
-                elif item.header.sop_instance_uid in existing:
-                    results[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
-                else:
+            for item, verdict in _judge(s, principal, account_id, candidates, studies, existing):
+                if verdict is None:
+                    study = studies.get(item.header.study_uid)
+                    item.study_pk = study.id if study is not None else None
                     allowed.append(item)
+                else:
+                    results[item.index], visible_refusal = verdict
+                    if visible_refusal:
+                        refusals.append((item, verdict[0].reason))
         if refusals:
             self._audit_refusals(principal, account_id, refusals)
 
         written: list[_Item] = []
         for item in allowed:
             h = item.header
-            item.key = instance_key(account_id, h.study_uid, h.series_uid, h.sop_instance_uid, item.digest)
+            # every write gets its own key (a nonce beside the digest): an ingest that
+            # fails can remove its object without touching an identical concurrent one's
+            item.key = instance_key(account_id, h.study_uid, h.series_uid, h.sop_instance_uid, item.digest,
+                                    nonce=secrets.token_hex(4))
             try:
                 self.store.put(item.key, _chunks(item.fp, 0, item.size))
             except (StorageError, OSError) as exc:
@@ -216,7 +210,10 @@ class IngestService:
                 continue
             written.append(item)
         if written:
-            results.update(self._commit(principal, account_id, written))
+            commit_refusals: list[tuple[_Item, str]] = []
+            results.update(self._commit(principal, account_id, written, commit_refusals))
+            if commit_refusals:
+                self._audit_refusals(principal, account_id, commit_refusals)
 
         repeat_refusals: list[tuple[_Item, str]] = []
         for item in repeats:
@@ -224,9 +221,10 @@ class IngestService:
             verdict = results[twin.index]
             if verdict.outcome.ok:  # the twin's bytes are what is stored now
                 results[item.index] = _resend_result(item, twin.digest)
-            elif item.header.sop_instance_uid in existing:  # judged against the stored copy, as if sent alone
+            elif verdict.outcome is Outcome.CONFLICT and item.header.sop_instance_uid in existing:
+                # the twin differed from the stored copy; this one is judged against it, as if sent alone
                 results[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
-            else:
+            else:  # refused, being deleted, failed: the same verdict as its twin
                 results[item.index] = item.result(verdict.outcome, verdict.reason)
                 if verdict.outcome is Outcome.REFUSED and any(r[0] is twin for r in refusals):
                     repeat_refusals.append((item, verdict.reason))
@@ -234,8 +232,18 @@ class IngestService:
             self._audit_refusals(principal, account_id, repeat_refusals)
         return results
 
-    def _commit(self, principal: Principal, account_id: str, written: list[_Item]) -> dict[int, IngestResult]:
-        """The write transaction for the objects just written; retried on a lost race."""
+    def _commit(
+        self, principal: Principal, account_id: str, written: list[_Item], refusals: list[tuple[_Item, str]],
+    ) -> dict[int, IngestResult]:
+        """The write transaction for the objects just written; retried on a lost race.
+
+        Everything the read transaction decided is decided again here, on what
+        is current now: consent (a revocation or an account deletion that
+        landed while the objects were written), the study's sensitivity and
+        deletion (and that it is still the study row the instance was judged
+        against: a purge may have removed it meanwhile), and whether the UID
+        was stored by someone else. Objects of items not stored are removed.
+        """
         for attempt in range(5):
             try:
                 with self.db.session(write=True) as s:
@@ -243,13 +251,15 @@ class IngestService:
                     studies = _studies(s, account_id, {i.header.study_uid for i in written})
                     out: dict[int, IngestResult] = {}
                     new: list[_Item] = []
-                    for item in written:
+                    refusals.clear()
+                    for item, verdict in _judge(s, principal, account_id, written, studies, existing):
                         study = studies.get(item.header.study_uid)
-                        if item.header.sop_instance_uid in existing:
-                            # another association won the race for this SOP Instance UID
-                            out[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
-                        elif study is not None and study.deleted_at is not None:
-                            # deleted while the object was being written: never attach to it
+                        if verdict is not None:
+                            out[item.index], visible_refusal = verdict
+                            if visible_refusal:
+                                refusals.append((item, verdict[0].reason))
+                        elif item.study_pk is not None and (study is None or study.id != item.study_pk):
+                            # the study was deleted and purged while the object was written
                             out[item.index] = item.result(Outcome.UNAVAILABLE, _being_deleted(item))
                         else:
                             new.append(item)
@@ -257,8 +267,7 @@ class IngestService:
                         self._index(s, principal, account_id, new, studies)
                     out.update((i.index, i.result(Outcome.STORED, "stored")) for i in new)
                 for item in written:
-                    # an identical resend wrote the same key as the stored copy: keep it
-                    if not out[item.index].outcome.ok:
+                    if out[item.index].outcome is not Outcome.STORED:
                         self._remove_object(item.key)
                 return out
             except IntegrityError:
@@ -266,11 +275,24 @@ class IngestService:
             except OperationalError as exc:
                 log.warning("index transaction failed (attempt %d): %s", attempt + 1, exc)
                 continue
-            except Exception as exc:
-                log.exception("index transaction failed for %d instance(s)", len(written))
+            except WriterBusy as exc:  # already waited as long as a sender should: fail, do not retry
                 for item in written:
                     self._remove_object(item.key)
-                return {i.index: i.result(Outcome.FAILED, f"the index could not be updated: {exc}") for i in written}
+                return {i.index: i.result(Outcome.FAILED, f"the index is busy: {exc}") for i in written}
+            except Exception as exc:
+                if len(written) > 1:
+                    # one instance the database will not take must not fail the others: one by one
+                    log.warning("index transaction for %d instances failed (%s); committing them one by one",
+                                len(written), exc)
+                    out = {}
+                    for item in written:
+                        one: list[tuple[_Item, str]] = []
+                        out.update(self._commit(principal, account_id, [item], one))
+                        refusals.extend(one)
+                    return out
+                log.exception("index transaction failed for %s", written[0].key)
+                self._remove_object(written[0].key)
+                return {written[0].index: written[0].result(Outcome.FAILED, f"the index could not be updated: {exc}")}
         for item in written:
             self._remove_object(item.key)
         return {i.index: i.result(Outcome.FAILED, "the index could not be updated (database busy)") for i in written}
@@ -356,10 +378,37 @@ class IngestService:
         try:
             with self.db.session() as s:
                 if s.scalar(select(Instance.id).where(Instance.object_key == key)) is not None:
-                    return  # an index row points at it (identical concurrent resend)
+                    return  # indexed after all (keys are per write, so this is only a guard)
             self.store.delete(key)
         except Exception:
             log.exception("could not remove unindexed object %s; reconcile will find it", key)
+
+
+def _judge(
+    s: Session, principal: Principal, account_id: str, items: list[_Item],
+    studies: dict[str, "_StudyState"], existing: dict[str, str],
+) -> Iterator[tuple[_Item, tuple[IngestResult, bool] | None]]:
+    """Consent, deletion and resend verdicts for ``items``: None = may be stored;
+    else (result, whether the refusal is the principal's to see and so audited)."""
+    account = load_account_ref(s, account_id)
+    labelled = {i.header.study_uid for i in items if i.labels}
+    decisions: dict[bool, Decision] = {}
+    for item in items:
+        study = studies.get(item.header.study_uid)
+        # a study is sensitive once any of its instances is: an unlabelled instance
+        # joining it, or arriving beside a labelled one, is judged as sensitive too
+        sensitive = item.header.study_uid in labelled or bool(study is not None and study.sensitive)
+        if sensitive not in decisions:
+            decisions[sensitive] = decide(s, principal, Action.STORE, account, sensitive=sensitive)
+        decision = decisions[sensitive]
+        if not decision.allowed:
+            yield item, (item.result(Outcome.REFUSED, f"refused: {decision.reason}"), decision.visible)
+        elif study is not None and study.deleted_at is not None:
+            yield item, (item.result(Outcome.UNAVAILABLE, _being_deleted(item)), False)
+        elif item.header.sop_instance_uid in existing:
+            yield item, (_resend_result(item, existing[item.header.sop_instance_uid]), False)
+        else:
+            yield item, None
 
 
 # Statements built once: SQLAlchemy then reuses their compiled form, which

@@ -73,6 +73,8 @@ def run(settings: Settings) -> None:
 
     def _stop(signum, _frame):  # type: ignore[no-untyped-def]
         log.info("signal %s: shutting down", signum)
+        if pool is not None:
+            pool.begin_stop()
         stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -80,7 +82,9 @@ def run(settings: Settings) -> None:
     http_thread = threading.Thread(target=_run_http, args=(http, stopping), name="http", daemon=True)
     http_thread.start()
     try:
-        stopping.wait()
+        while not stopping.wait(0.5):
+            if pool is not None:
+                pool.poll()  # here, in the main thread (see WorkerPool)
     finally:
         http.close()  # stop accepting connections
         _drain_http(http, timeout=20)

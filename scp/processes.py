@@ -17,7 +17,9 @@ Lifetimes: a worker gets SIGKILL when the parent dies (``PR_SET_PDEATHSIG``),
 so a ``kill -9`` of ``serve`` leaves no process holding the port (nothing
 acknowledged is lost: success is only answered after the commit). SIGTERM to
 ``serve`` is passed on; each worker stops accepting, lets its associations
-finish (bounded), and exits. A worker that dies on its own is started again.
+finish (bounded), and exits. A worker that dies on its own is started again
+(not one stopped by SIGTERM / SIGINT: that is the service shutting down).
+``max_associations`` holds per worker.
 
 Metrics: workers count in prometheus_client's multiprocess files; the
 parent's ``/metrics`` adds them to its own (:mod:`gateway.metrics`).
@@ -29,7 +31,6 @@ import dataclasses
 import errno
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -37,7 +38,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from gateway.settings import Settings
@@ -81,7 +81,12 @@ def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
 
 
 class WorkerPool:
-    """Starts, watches and stops the DIMSE worker processes."""
+    """Starts, watches and stops the DIMSE worker processes.
+
+    Every method is called from ``serve``'s main thread: on Linux a child's
+    PDEATHSIG fires when the *thread* that started it exits, so workers are
+    only ever started from the thread that lives as long as ``serve``.
+    """
 
     def __init__(self, settings: Settings, listener: socket.socket, count: int) -> None:
         self.settings = settings
@@ -90,20 +95,14 @@ class WorkerPool:
         self.metrics_dir = tempfile.mkdtemp(prefix="dicomgate-metrics-")
         self.procs: list[subprocess.Popen | None] = [None] * count
         self._started_at = [0.0] * count
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._watcher: threading.Thread | None = None
-        per_worker = max(1, math.ceil(settings.max_associations / count))
-        self._config = json.dumps({
-            "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
-            "max_associations": per_worker,
-        })
+        self._stopping = False
+        # each worker may hold the full max_associations: a per-worker share would
+        # refuse associations on a busy worker while another one sits idle
+        self._config = json.dumps({"settings": dataclasses.asdict(settings)})
 
     def start(self) -> None:
         for i in range(self.count):
             self._spawn(i)
-        self._watcher = threading.Thread(target=self._watch, name="dimse-workers", daemon=True)
-        self._watcher.start()
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
@@ -111,43 +110,52 @@ class WorkerPool:
         cmd = [sys.executable, "-m", "scp.worker", "--listen-fd", str(fd), "--index", str(index),
                "--parent", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd,), env=env)
-        assert proc.stdin is not None
-        proc.stdin.write(self._config.encode())  # settings hold secrets: a pipe, not argv or env
-        proc.stdin.close()
         self.procs[index] = proc
         self._started_at[index] = time.monotonic()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(self._config.encode())  # settings hold secrets: a pipe, not argv or env
+            proc.stdin.close()
+        except OSError as exc:  # it died at once; poll() will see it
+            log.error("DIMSE worker %d (pid %d) did not take its settings: %s", index, proc.pid, exc)
         log.info("DIMSE worker %d started (pid %d)", index, proc.pid)
 
-    def _watch(self) -> None:
-        while not self._stopping.wait(0.5):
-            with self._lock:
-                for i, proc in enumerate(self.procs):
-                    if proc is None or proc.poll() is None or self._stopping.is_set():
-                        continue
-                    log.error("DIMSE worker %d (pid %d) exited with %s; starting it again",
-                              i, proc.pid, proc.returncode)
-                    wait = RESPAWN_MIN_INTERVAL - (time.monotonic() - self._started_at[i])
-                    if wait > 0:
-                        time.sleep(wait)
-                    if not self._stopping.is_set():
-                        self._spawn(i)
+    def begin_stop(self) -> None:
+        """From here on nothing is restarted (called from the signal handler)."""
+        self._stopping = True
+
+    def poll(self) -> None:
+        """Start again a worker that died on its own (not one that was told to stop)."""
+        for i, proc in enumerate(self.procs):
+            if self._stopping:
+                return
+            if proc is None or proc.poll() is None:
+                continue
+            if proc.returncode in (0, -signal.SIGTERM, -signal.SIGINT):
+                continue  # stopped by a signal meant for the whole service: shutdown is under way
+            if time.monotonic() - self._started_at[i] < RESPAWN_MIN_INTERVAL:
+                continue  # dying at start-up: try again shortly, not in a tight loop
+            log.error("DIMSE worker %d (pid %d) exited with %s; starting it again", i, proc.pid, proc.returncode)
+            try:
+                self._spawn(i)
+            except OSError as exc:
+                log.error("could not start DIMSE worker %d: %s", i, exc)
 
     def stop(self, timeout: float = 25.0) -> None:
         """SIGTERM every worker, wait for them (bounded), then SIGKILL what is left."""
-        self._stopping.set()
-        with self._lock:
-            live = [p for p in self.procs if p is not None and p.poll() is None]
-            for p in live:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + timeout
-            for p in live:
-                try:
-                    p.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
-                    p.kill()
-                    p.wait()
+        self._stopping = True
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
+                p.kill()
+                p.wait()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)

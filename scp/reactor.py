@@ -56,14 +56,17 @@ class EventDUL(DULServiceProvider):
     def _install(self, activity: threading.Event) -> None:
         self._wake_r = self._wake_w = -1  # the pipe lives as long as the reactor thread
         self._activity = activity
+        # a writer must never hit the fd number after close (it may be reused by a file)
+        self._pipe_lock = threading.Lock()
 
     def _wake(self) -> None:
-        if self._wake_w < 0:
-            return  # not running (yet, or any more): the loop looks at its queues first
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already pending, or the reactor has ended
+        with self._pipe_lock:
+            if self._wake_w < 0:
+                return  # not running (yet, or any more): the loop looks at its queues first
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # already pending
 
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
@@ -95,16 +98,19 @@ class EventDUL(DULServiceProvider):
                 pass
 
     def run_reactor(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        with self._pipe_lock:
+            self._wake_r, self._wake_w = r, w
         try:
             self._run_event_reactor()
         finally:
             self._activity.set()
-            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
-            for fd in fds:
-                os.close(fd)
+            with self._pipe_lock:
+                fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+                for fd in fds:
+                    os.close(fd)
 
     def _run_event_reactor(self) -> None:
         # pynetdicom 3.0.4 DULServiceProvider.run_reactor, waiting instead of sleeping

@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
 
     from gateway.services import Services
-    from gateway.settings import Settings, replace
+    from gateway.settings import Settings
     from scp.server import DimseServer
 
     config = json.loads(sys.stdin.read())
-    settings = replace(Settings(**config["settings"]), max_associations=int(config["max_associations"]))
+    settings = Settings(**config["settings"])
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s %(name)s[dimse-{args.index}]: %(message)s",

@@ -84,21 +84,28 @@ def _validate_digest(digest: str) -> str:
 
 
 def instance_key(
-    account_id: str, study_uid: str, series_uid: str, sop_uid: str, digest: str
+    account_id: str, study_uid: str, series_uid: str, sop_uid: str, digest: str, nonce: str | None = None,
 ) -> str:
     """Key of one stored SOP instance.
 
-    ``{account}/{study}/{series}/{sop}.{digest[:16]}.dcm``; *digest* is the
-    lowercase hex content digest (e.g. SHA-256) of the stored bytes.
+    ``{account}/{study}/{series}/{sop}.{digest[:16]}[.{nonce}].dcm``; *digest*
+    is the lowercase hex content digest (e.g. SHA-256) of the stored bytes;
+    *nonce* (8-32 lowercase hex characters) makes each write's key its own.
     """
+    if nonce is not None and _NONCE_RE.fullmatch(nonce) is None:
+        raise InvalidKey(f"nonce {nonce!r} is not valid (expected 8-32 lowercase hex characters)")
     key = (
         f"{validate_account_id(account_id)}/"
         f"{validate_uid(study_uid, 'StudyInstanceUID')}/"
         f"{validate_uid(series_uid, 'SeriesInstanceUID')}/"
         f"{validate_uid(sop_uid, 'SOPInstanceUID')}."
-        f"{_validate_digest(digest)[:DIGEST_KEY_LENGTH]}.dcm"
+        f"{_validate_digest(digest)[:DIGEST_KEY_LENGTH]}"
+        f"{'.' + nonce if nonce else ''}.dcm"
     )
     return check_key(key)
+
+
+_NONCE_RE = re.compile(r"[0-9a-f]{8,32}")
 
 
 def account_prefix(account_id: str) -> str:

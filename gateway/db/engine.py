@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -68,6 +69,30 @@ class Database:
             self._writer.close()
 
 
+#: as long as SQLite's own busy timeout: a writer that cannot get its turn fails cleanly
+WRITER_WAIT_SECONDS = 60.0
+
+
+class WriterBusy(RuntimeError):
+    """Another writer held the index for longer than :data:`WRITER_WAIT_SECONDS`."""
+
+
+def _flock_with_deadline(fd: int, seconds: float) -> None:
+    """``flock(LOCK_EX)`` that gives up after ``seconds``. Another process's turn
+    rarely lasts more than a commit, so the waits start at 0.2 ms."""
+    deadline = time.monotonic() + seconds
+    pause = 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise WriterBusy(f"no turn to write within {seconds:.0f} s (another process holds the index)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+
+
 class _WriterLock:
     """Queues SQLite writers of this process (a lock) and of other processes
     sharing the file (``flock`` on a lock file beside it).
@@ -100,11 +125,12 @@ class _WriterLock:
                 self._fd = None
 
     def __enter__(self) -> None:
-        self._thread_lock.acquire()
+        if not self._thread_lock.acquire(timeout=WRITER_WAIT_SECONDS):
+            raise WriterBusy(f"no turn to write within {WRITER_WAIT_SECONDS:.0f} s (another writer holds the index)")
         self._depth += 1
         if self._depth == 1 and (fd := self._lock_file()) is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _flock_with_deadline(fd, WRITER_WAIT_SECONDS)
             except BaseException:
                 self._depth -= 1
                 self._thread_lock.release()
