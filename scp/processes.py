@@ -80,6 +80,27 @@ def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
     return sock
 
 
+METRICS_PREFIX = "dicomgate-metrics-"
+
+
+def _remove_stale_metrics_dirs() -> None:
+    """Metrics directories of a ``serve`` that was killed (its pid is gone) hold only counts; remove them."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(METRICS_PREFIX):
+            continue
+        try:
+            pid = int(name[len(METRICS_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except PermissionError:
+            pass  # someone else's live process
+
+
 class WorkerPool:
     """Starts, watches and stops the DIMSE worker processes.
 
@@ -92,7 +113,8 @@ class WorkerPool:
         self.settings = settings
         self.listener = listener
         self.count = count
-        self.metrics_dir = tempfile.mkdtemp(prefix="dicomgate-metrics-")
+        _remove_stale_metrics_dirs()
+        self.metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
         self.procs: list[subprocess.Popen | None] = [None] * count
         self._started_at = [0.0] * count
         self._stopping = False
