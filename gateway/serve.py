@@ -35,7 +35,7 @@ def run(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING)
     services = Services.from_settings(settings)
     processes = dimse_process_count(settings)
     dimse: DimseServer | None = None

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
@@ -123,6 +123,10 @@ def _make_handler(services: Services):  # type: ignore[no-untyped-def]
 
 def build_ae(services: Services) -> AE:
     settings = services.settings
+    # pynetdicom's "standard" handlers format a multi-line summary of every PDU and
+    # DIMSE message (UID name look-ups included) for its logger, which serve keeps at
+    # WARNING: per C-STORE that was work for nothing. DEBUG keeps them.
+    _config.LOG_HANDLER_LEVEL = "standard" if settings.log_level.upper() == "DEBUG" else "none"
     ae = AE(ae_title="DICOMGATE")
     ae.require_called_aet = False
     ae.require_calling_aet = []
