@@ -129,7 +129,8 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
         fd = self.listener.fileno()
-        cmd = [sys.executable, "-m", "scp.worker", "--listen-fd", str(fd), "--index", str(index),
+        # -P: the working directory is not put on sys.path, so a stray "scp" there cannot stand in
+        cmd = [sys.executable, "-P", "-m", "scp.worker", "--listen-fd", str(fd), "--index", str(index),
                "--parent", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd,), env=env)
         self.procs[index] = proc
