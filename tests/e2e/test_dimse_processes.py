@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from tests.conftest import make_backend
 from tests.support.data import variant
@@ -43,9 +44,9 @@ def stored_metric(gw: Gateway) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgres"])
 def gw2(tmp_path, request):
-    gw = Gateway(make_backend("sqlite", tmp_path, request), extra_env={"DICOMGATE_DIMSE_PROCESSES": "2"}).start()
+    gw = Gateway(make_backend(request.param, tmp_path, request), extra_env={"DICOMGATE_DIMSE_PROCESSES": "2"}).start()
     acc = gw.new_account()
     prv = gw.new_provider()
     gw.link(acc, prv, push=True)
@@ -57,7 +58,10 @@ def gw2(tmp_path, request):
 def test_two_workers_serve_concurrent_associations_and_are_counted(gw2):
     gw, acc, prv = gw2
     assert len(wait_for(lambda: len(workers(gw)) == 2 and workers(gw), what="two workers")) == 2
-    batches = [[variant() for _ in range(6)] for _ in range(4)]
+    # all four associations add to one study and series: the workers race to create the same
+    # patient / study / series rows (IntegrityError retry on PostgreSQL, writer lock on SQLite)
+    study, series = generate_uid(), generate_uid()
+    batches = [[variant(study=study, series=series) for _ in range(6)] for _ in range(4)]
     statuses: list[list[int]] = [[] for _ in batches]
 
     def send(i: int) -> None:
@@ -70,6 +74,11 @@ def test_two_workers_serve_concurrent_associations_and_are_counted(gw2):
         t.join(timeout=120)
     assert statuses == [[0] * 6] * 4
     assert len(gw.instance_rows(acc["id"])) == 24
+    from gateway.db.models import Series, Study
+
+    with gw.services.db.session() as s:  # one study and one series, not one per worker
+        assert s.query(Study).filter(Study.account_id == acc["id"]).count() == 1
+        assert s.query(Series).join(Study, Series.study_pk == Study.id).filter(Study.account_id == acc["id"]).count() == 1
     # the workers' counts reach the parent's /metrics (prometheus multiprocess files)
     assert stored_metric(gw) == 24
 
