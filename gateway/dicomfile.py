@@ -268,6 +268,29 @@ class _Values:
         text = text.strip().rstrip("\x00").strip()
         return text or None
 
+    def uid(self, keyword: str) -> str:
+        uid = self.text(tag_for_keyword(keyword))
+        if uid is None:
+            raise MalformedInstance(f"{keyword} is missing", missing_attribute=True)
+        if not is_valid_uid(uid):
+            raise MalformedInstance(f"{keyword} is not a valid DICOM UID (PS3.5 9.1): {uid[:70]!r}")
+        return uid
+
+    def string(self, keyword: str, limit: int) -> str | None:
+        """The value's text cut to the index column's ``limit``."""
+        text = self.text(tag_for_keyword(keyword))
+        return text[:limit] if text else None
+
+    def number(self, keyword: str) -> int | None:
+        text = self.text(tag_for_keyword(keyword))
+        try:
+            return int(text) if text else None
+        except ValueError:
+            try:
+                return int(float(text))  # IS written as "1.0" by some modalities
+            except ValueError:
+                return None
+
 
 _ASCII_VRS = {"UI", "DA", "TM", "DT", "CS", "IS", "DS", "AS", "AE"}
 _TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC"}
@@ -281,31 +304,6 @@ def _converted(ds: Dataset, tag: int) -> str | None:
     return None if value is None else str(value)
 
 
-def _uid(values: _Values, keyword: str) -> str:
-    uid = values.text(tag_for_keyword(keyword))
-    if uid is None:
-        raise MalformedInstance(f"{keyword} is missing", missing_attribute=True)
-    if not is_valid_uid(uid):
-        raise MalformedInstance(f"{keyword} is not a valid DICOM UID (PS3.5 9.1): {uid[:70]!r}")
-    return uid
-
-
-def _text(values: _Values, keyword: str, limit: int) -> str | None:
-    text = values.text(tag_for_keyword(keyword))
-    return text[:limit] if text else None
-
-
-def _int(values: _Values, keyword: str) -> int | None:
-    text = values.text(tag_for_keyword(keyword))
-    try:
-        return int(text) if text else None
-    except ValueError:
-        try:
-            return int(float(text))  # IS written as "1.0" by some modalities
-        except ValueError:
-            return None
-
-
 def normalise_name(name: str | None) -> str | None:
     """Lower-case, accents stripped, components separated by spaces (for fuzzy matching)."""
     if not name:
@@ -317,11 +315,11 @@ def normalise_name(name: str | None) -> str | None:
 
 def _extract(ds: Dataset, ts: str) -> InstanceHeader:
     v = _Values(ds)
-    sop_class = _uid(v, "SOPClassUID")
-    sop = _uid(v, "SOPInstanceUID")
-    study = _uid(v, "StudyInstanceUID")
-    series = _uid(v, "SeriesInstanceUID")
-    name = _text(v, "PatientName", 324)
+    sop_class = v.uid("SOPClassUID")
+    sop = v.uid("SOPInstanceUID")
+    study = v.uid("StudyInstanceUID")
+    series = v.uid("SeriesInstanceUID")
+    name = v.string("PatientName", 324)
     return InstanceHeader(
         sop_class_uid=sop_class,
         sop_instance_uid=sop,
@@ -329,35 +327,35 @@ def _extract(ds: Dataset, ts: str) -> InstanceHeader:
         series_uid=series,
         transfer_syntax_uid=ts,
         patient={
-            "patient_id": _text(v, "PatientID", 64),
-            "issuer": _text(v, "IssuerOfPatientID", 64),
+            "patient_id": v.string("PatientID", 64),
+            "issuer": v.string("IssuerOfPatientID", 64),
             "patient_name": name,
             "patient_name_norm": normalise_name(name),
-            "birth_date": _text(v, "PatientBirthDate", 8),
-            "sex": _text(v, "PatientSex", 16),
+            "birth_date": v.string("PatientBirthDate", 8),
+            "sex": v.string("PatientSex", 16),
         },
         study={
-            "study_date": _text(v, "StudyDate", 8),
-            "study_time": _text(v, "StudyTime", 16),
-            "accession_number": _text(v, "AccessionNumber", 16),
-            "study_id": _text(v, "StudyID", 16),
-            "description": _text(v, "StudyDescription", 64),
-            "referring_physician": _text(v, "ReferringPhysicianName", 324),
-            "patient_age": _text(v, "PatientAge", 4),
+            "study_date": v.string("StudyDate", 8),
+            "study_time": v.string("StudyTime", 16),
+            "accession_number": v.string("AccessionNumber", 16),
+            "study_id": v.string("StudyID", 16),
+            "description": v.string("StudyDescription", 64),
+            "referring_physician": v.string("ReferringPhysicianName", 324),
+            "patient_age": v.string("PatientAge", 4),
         },
         series={
-            "modality": _text(v, "Modality", 16),
-            "series_number": _int(v, "SeriesNumber"),
-            "description": _text(v, "SeriesDescription", 64),
-            "body_part": _text(v, "BodyPartExamined", 16),
-            "series_date": _text(v, "SeriesDate", 8),
-            "series_time": _text(v, "SeriesTime", 16),
+            "modality": v.string("Modality", 16),
+            "series_number": v.number("SeriesNumber"),
+            "description": v.string("SeriesDescription", 64),
+            "body_part": v.string("BodyPartExamined", 16),
+            "series_date": v.string("SeriesDate", 8),
+            "series_time": v.string("SeriesTime", 16),
         },
         instance={
-            "instance_number": _int(v, "InstanceNumber"),
-            "rows": _int(v, "Rows"),
-            "columns": _int(v, "Columns"),
-            "number_of_frames": _int(v, "NumberOfFrames"),
+            "instance_number": v.number("InstanceNumber"),
+            "rows": v.number("Rows"),
+            "columns": v.number("Columns"),
+            "number_of_frames": v.number("NumberOfFrames"),
         },
         dataset=ds,
     )

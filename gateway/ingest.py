@@ -28,7 +28,7 @@ import enum
 import hashlib
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from sqlalchemy import bindparam, insert, select, update
@@ -89,12 +89,18 @@ class _Item:
     labels: list[str]
     digest: str
     key: str = ""
-    ids: dict = field(default_factory=dict)
     #: the study row this instance was judged against (None: the study was new)
     study_pk: int | None = None
+    #: refused by a decision the principal may see, so the refusal is audited
+    refused_visibly: bool = False
 
     def result(self, outcome: Outcome, reason: str) -> IngestResult:
-        return IngestResult(outcome, reason, **self.ids)
+        return _result(self.header, outcome, reason)
+
+
+def _result(h: InstanceHeader, outcome: Outcome, reason: str) -> IngestResult:
+    return IngestResult(outcome, reason, sop_class_uid=h.sop_class_uid, sop_instance_uid=h.sop_instance_uid,
+                        study_uid=h.study_uid, series_uid=h.series_uid)
 
 
 class IngestService:
@@ -150,19 +156,14 @@ class IngestService:
             start = dataset_offset(fp)
         except MalformedInstance as exc:
             return IngestResult(Outcome.MALFORMED, exc.reason)
-        ids = dict(
-            sop_class_uid=header.sop_class_uid, sop_instance_uid=header.sop_instance_uid,
-            study_uid=header.study_uid, series_uid=header.series_uid,
-        )
         if expected_study is not None and header.study_uid != expected_study:
-            return IngestResult(
-                Outcome.MISMATCH,
+            return _result(
+                header, Outcome.MISMATCH,
                 f"Study Instance UID {header.study_uid} differs from {expected_study} in the request URL",
-                **ids,
             )
         labels = classify(header.dataset, self.rules) if header.dataset is not None else []
         header.dataset = None  # the header's values are extracted; let the element tree go
-        return _Item(index, fp, size, header, labels, _digest(fp, start), ids=ids)
+        return _Item(index, fp, size, header, labels, _digest(fp, start))
 
     def _store_items(self, principal: Principal, account_id: str, items: list[_Item]) -> dict[int, IngestResult]:
         results: dict[int, IngestResult] = {}
@@ -179,7 +180,6 @@ class IngestService:
         candidates = list(first.values())
 
         allowed: list[_Item] = []
-        refusals: list[tuple[_Item, str]] = []
         with self.db.session() as s:
             studies = _studies(s, account_id, {i.header.study_uid for i in candidates})
             existing = _existing(s, account_id, [i.header.sop_instance_uid for i in candidates])
@@ -189,11 +189,7 @@ class IngestService:
                     item.study_pk = study.id if study is not None else None
                     allowed.append(item)
                 else:
-                    results[item.index], visible_refusal = verdict
-                    if visible_refusal:
-                        refusals.append((item, verdict[0].reason))
-        if refusals:
-            self._audit_refusals(principal, account_id, refusals)
+                    results[item.index] = verdict
 
         written: list[_Item] = []
         for item in allowed:
@@ -210,12 +206,8 @@ class IngestService:
                 continue
             written.append(item)
         if written:
-            commit_refusals: list[tuple[_Item, str]] = []
-            results.update(self._commit(principal, account_id, written, commit_refusals))
-            if commit_refusals:
-                self._audit_refusals(principal, account_id, commit_refusals)
+            results.update(self._commit(principal, account_id, written))
 
-        repeat_refusals: list[tuple[_Item, str]] = []
         for item in repeats:
             twin = first[item.header.sop_instance_uid]
             verdict = results[twin.index]
@@ -226,15 +218,15 @@ class IngestService:
                 results[item.index] = _resend_result(item, existing[item.header.sop_instance_uid])
             else:  # refused, being deleted, failed: the same verdict as its twin
                 results[item.index] = item.result(verdict.outcome, verdict.reason)
-                if verdict.outcome is Outcome.REFUSED and any(r[0] is twin for r in refusals):
-                    repeat_refusals.append((item, verdict.reason))
-        if repeat_refusals:
-            self._audit_refusals(principal, account_id, repeat_refusals)
+                item.refused_visibly = twin.refused_visibly
+
+        refused = [(i, results[i.index].reason) for i in items
+                   if i.refused_visibly and results[i.index].outcome is Outcome.REFUSED]
+        if refused:
+            self._audit_refusals(principal, account_id, refused)
         return results
 
-    def _commit(
-        self, principal: Principal, account_id: str, written: list[_Item], refusals: list[tuple[_Item, str]],
-    ) -> dict[int, IngestResult]:
+    def _commit(self, principal: Principal, account_id: str, written: list[_Item]) -> dict[int, IngestResult]:
         """The write transaction for the objects just written; retried on a lost race.
 
         Everything the read transaction decided is decided again here, on what
@@ -251,13 +243,10 @@ class IngestService:
                     studies = _studies(s, account_id, {i.header.study_uid for i in written})
                     out: dict[int, IngestResult] = {}
                     new: list[_Item] = []
-                    refusals.clear()
                     for item, verdict in _judge(s, principal, account_id, written, studies, existing):
                         study = studies.get(item.header.study_uid)
                         if verdict is not None:
-                            out[item.index], visible_refusal = verdict
-                            if visible_refusal:
-                                refusals.append((item, verdict[0].reason))
+                            out[item.index] = verdict
                         elif item.study_pk is not None and (study is None or study.id != item.study_pk):
                             # the study was deleted and purged while the object was written
                             out[item.index] = item.result(Outcome.UNAVAILABLE, _being_deleted(item))
@@ -286,9 +275,7 @@ class IngestService:
                                 len(written), exc)
                     out = {}
                     for item in written:
-                        one: list[tuple[_Item, str]] = []
-                        out.update(self._commit(principal, account_id, [item], one))
-                        refusals.extend(one)
+                        out.update(self._commit(principal, account_id, [item]))
                     return out
                 log.exception("index transaction failed for %s", written[0].key)
                 self._remove_object(written[0].key)
@@ -387,9 +374,9 @@ class IngestService:
 def _judge(
     s: Session, principal: Principal, account_id: str, items: list[_Item],
     studies: dict[str, "_StudyState"], existing: dict[str, str],
-) -> Iterator[tuple[_Item, tuple[IngestResult, bool] | None]]:
-    """Consent, deletion and resend verdicts for ``items``: None = may be stored;
-    else (result, whether the refusal is the principal's to see and so audited)."""
+) -> Iterator[tuple[_Item, IngestResult | None]]:
+    """Consent, deletion and resend verdicts for ``items`` (None: may be stored).
+    Sets each item's ``refused_visibly``."""
     account = load_account_ref(s, account_id)
     labelled = {i.header.study_uid for i in items if i.labels}
     decisions: dict[bool, Decision] = {}
@@ -401,12 +388,13 @@ def _judge(
         if sensitive not in decisions:
             decisions[sensitive] = decide(s, principal, Action.STORE, account, sensitive=sensitive)
         decision = decisions[sensitive]
+        item.refused_visibly = not decision.allowed and decision.visible
         if not decision.allowed:
-            yield item, (item.result(Outcome.REFUSED, f"refused: {decision.reason}"), decision.visible)
+            yield item, item.result(Outcome.REFUSED, f"refused: {decision.reason}")
         elif study is not None and study.deleted_at is not None:
-            yield item, (item.result(Outcome.UNAVAILABLE, _being_deleted(item)), False)
+            yield item, item.result(Outcome.UNAVAILABLE, _being_deleted(item))
         elif item.header.sop_instance_uid in existing:
-            yield item, (_resend_result(item, existing[item.header.sop_instance_uid]), False)
+            yield item, _resend_result(item, existing[item.header.sop_instance_uid])
         else:
             yield item, None
 

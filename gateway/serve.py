@@ -90,7 +90,6 @@ def run(settings: Settings) -> None:
         _drain_http(http, timeout=20)
         if pool is not None:
             pool.stop(timeout=25)  # each worker drains its associations (20 s), then exits
-            listener.close()
         if dimse is not None:
             dimse.stop(timeout=20)
         scheduler.shutdown(wait=True)

@@ -165,7 +165,7 @@ class WorkerPool:
                 log.error("could not start DIMSE worker %d: %s", i, exc)
 
     def stop(self, timeout: float = 25.0) -> None:
-        """SIGTERM every worker, wait for them (bounded), then SIGKILL what is left."""
+        """SIGTERM every worker, wait for them (bounded), then SIGKILL what is left; close the listener."""
         self._stopping = True
         live = [p for p in self.procs if p is not None and p.poll() is None]
         for p in live:
@@ -181,4 +181,5 @@ class WorkerPool:
                 log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
                 p.kill()
                 p.wait()
+        self.listener.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)

@@ -195,13 +195,18 @@ def test_index_failure_fails_every_written_item_and_leaves_nothing(pushing, monk
 
 
 # -- 6. sensitivity is the study's, across the batch ---------------------------
-@pytest.mark.parametrize("labelled_first", [True, False])
-def test_unlabelled_instance_beside_a_labelled_one_needs_the_sensitive_flag(linked, labelled_first):
-    svc, acc, p, _ = linked(sensitive=False)
+def labelled_and_plain(labelled_first: bool) -> tuple[str, list[bytes]]:
+    """One study: an instance labelled PSY and an unlabelled one, in the given order."""
     study = generate_uid()
     labelled = part10(study=study, ConfidentialityCode="PSY")
     plain = part10(study=study)
-    raws = [labelled, plain] if labelled_first else [plain, labelled]
+    return study, [labelled, plain] if labelled_first else [plain, labelled]
+
+
+@pytest.mark.parametrize("labelled_first", [True, False])
+def test_unlabelled_instance_beside_a_labelled_one_needs_the_sensitive_flag(linked, labelled_first):
+    svc, acc, p, _ = linked(sensitive=False)
+    _, raws = labelled_and_plain(labelled_first)
     results = store_many(svc, p, acc, raws)
     assert [r.outcome for r in results] == [Outcome.REFUSED, Outcome.REFUSED]
     assert all("sensitive" in r.reason for r in results)
@@ -214,10 +219,7 @@ def test_unlabelled_instance_beside_a_labelled_one_needs_the_sensitive_flag(link
 @pytest.mark.parametrize("labelled_first", [True, False])
 def test_sensitive_link_stores_both_and_marks_the_study(linked, labelled_first):
     svc, acc, p, _ = linked(sensitive=True)
-    study = generate_uid()
-    labelled = part10(study=study, ConfidentialityCode="PSY")
-    plain = part10(study=study)
-    raws = [labelled, plain] if labelled_first else [plain, labelled]
+    study, raws = labelled_and_plain(labelled_first)
     results = store_many(svc, p, acc, raws)
     assert [r.outcome for r in results] == [Outcome.STORED, Outcome.STORED]
     assert sorted(r.sop_uid for r in rows(svc, acc)) == sorted(sop_of(r) for r in raws)
