@@ -21,6 +21,10 @@ finish (bounded), and exits. A worker that dies on its own is started again
 (not one stopped by SIGTERM / SIGINT: that is the service shutting down).
 ``max_associations`` holds per worker.
 
+Readiness: each worker writes one byte to a pipe once it is serving, and
+``serve`` waits for all of them (bounded) before it starts HTTP, so a
+``/healthz`` that answers means the DICOM port is served, not just bound.
+
 Metrics: workers count in prometheus_client's multiprocess files; the
 parent's ``/metrics`` adds them to its own (:mod:`gateway.metrics`).
 """
@@ -32,6 +36,7 @@ import errno
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 BIND_RETRY_SECONDS = 10.0
 #: a worker that died is restarted, but not more often than this
 RESPAWN_MIN_INTERVAL = 2.0
+#: how long ``serve`` waits for its workers to say they are serving
+READY_TIMEOUT = 60.0
 
 
 def dimse_process_count(settings: Settings) -> int:
@@ -116,23 +123,59 @@ class WorkerPool:
         _remove_stale_metrics_dirs()
         self.metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
         self.procs: list[subprocess.Popen | None] = [None] * count
+        self._ready: list[int | None] = [None] * count  # read end of each worker's readiness pipe
         self._started_at = [0.0] * count
         self._stopping = False
         # each worker may hold the full max_associations: a per-worker share would
         # refuse associations on a busy worker while another one sits idle
         self._config = json.dumps({"settings": dataclasses.asdict(settings)})
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = READY_TIMEOUT) -> bool:
+        """Start every worker and wait until all serve (or ``ready_timeout`` passes); True if all do."""
         for i in range(self.count):
             self._spawn(i)
+        deadline = time.monotonic() + ready_timeout
+        while any(fd is not None for fd in self._ready):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._collect_ready(min(left, 0.5))
+            if any(p is not None and p.poll() is not None for p in self.procs):
+                break  # one died at start-up: poll() restarts it; do not hold serve up for it
+        waiting = [i for i, fd in enumerate(self._ready) if fd is not None]
+        if waiting:
+            log.warning("DIMSE worker(s) %s not serving yet; serve goes on, they are watched", waiting)
+        return not waiting
+
+    def _collect_ready(self, timeout: float) -> None:
+        """Read the readiness byte of whichever workers have written it; close their pipes."""
+        pending = [fd for fd in self._ready if fd is not None]
+        if not pending:
+            return
+        ready, _, _ = select.select(pending, [], [], timeout)
+        for i, fd in enumerate(self._ready):
+            if fd is not None and fd in ready:
+                os.read(fd, 1)  # one byte, or b"" if the worker died first: either way it is done
+                os.close(fd)
+                self._ready[i] = None
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
         fd = self.listener.fileno()
+        ready_r, ready_w = os.pipe()
         # -P: the working directory is not put on sys.path, so a stray "scp" there cannot stand in
         cmd = [sys.executable, "-P", "-m", "scp.worker", "--listen-fd", str(fd), "--index", str(index),
-               "--parent", str(os.getpid())]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd,), env=env)
+               "--parent", str(os.getpid()), "--ready-fd", str(ready_w)]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd, ready_w), env=env)
+        except BaseException:
+            os.close(ready_r)
+            raise
+        finally:
+            os.close(ready_w)
+        if self._ready[index] is not None:
+            os.close(self._ready[index])  # type: ignore[arg-type]
+        self._ready[index] = ready_r
         self.procs[index] = proc
         self._started_at[index] = time.monotonic()
         assert proc.stdin is not None
@@ -149,6 +192,7 @@ class WorkerPool:
 
     def poll(self) -> None:
         """Start again a worker that died on its own (not one that was told to stop)."""
+        self._collect_ready(0)
         for i, proc in enumerate(self.procs):
             if self._stopping:
                 return
@@ -181,5 +225,9 @@ class WorkerPool:
                 log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
                 p.kill()
                 p.wait()
+        for i, fd in enumerate(self._ready):
+            if fd is not None:
+                os.close(fd)
+                self._ready[i] = None
         self.listener.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen-fd", type=int, required=True)
     ap.add_argument("--index", type=int, required=True)
     ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--ready-fd", type=int, default=None, help="written to (one byte) once serving")
     args = ap.parse_args(argv)
     _die_with_parent(args.parent)
     stopping = threading.Event()
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     dimse = DimseServer(services, listener=listener)
     dimse.start()
     log.info("DIMSE worker %d serving (pid %d)", args.index, os.getpid())
+    if args.ready_fd is not None:
+        try:
+            os.write(args.ready_fd, b"1")
+        except OSError:
+            pass  # the parent stopped waiting; it watches the process anyway
+        os.close(args.ready_fd)
     try:
         stopping.wait()
     finally:

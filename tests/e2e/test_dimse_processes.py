@@ -139,3 +139,17 @@ def test_one_process_serves_dimse_in_serve_itself(tmp_path, request):
     finally:
         gw.close()
         gw.stop()
+
+
+def test_serve_is_ready_only_once_every_worker_serves(tmp_path, request):
+    # serve starts HTTP (and logs that it is serving) only after each worker has said it accepts
+    # associations: a /healthz that answers means the DICOM port is served, not merely bound
+    gw = Gateway(make_backend("sqlite", tmp_path, request), extra_env={"DICOMGATE_DIMSE_PROCESSES": "2"}).start()
+    try:
+        log = gw.log()
+        serving = log.index("dicomgate serving")
+        for i in range(2):
+            assert log.index(f"DIMSE worker {i} serving") < serving
+    finally:
+        gw.close()
+        gw.stop()
