@@ -130,34 +130,33 @@ class WorkerPool:
         # refuse associations on a busy worker while another one sits idle
         self._config = json.dumps({"settings": dataclasses.asdict(settings)})
 
-    def start(self, ready_timeout: float = READY_TIMEOUT) -> bool:
-        """Start every worker and wait until all serve (or ``ready_timeout`` passes); True if all do."""
+    def start(self, ready_timeout: float = READY_TIMEOUT) -> None:
+        """Start every worker and wait until all serve, one dies at start-up, or ``ready_timeout`` passes."""
         for i in range(self.count):
             self._spawn(i)
         deadline = time.monotonic() + ready_timeout
-        while any(fd is not None for fd in self._ready):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        while any(fd is not None for fd in self._ready) and (left := deadline - time.monotonic()) > 0:
             self._collect_ready(min(left, 0.5))
             if any(p is not None and p.poll() is not None for p in self.procs):
                 break  # one died at start-up: poll() restarts it; do not hold serve up for it
         waiting = [i for i, fd in enumerate(self._ready) if fd is not None]
         if waiting:
             log.warning("DIMSE worker(s) %s not serving yet; serve goes on, they are watched", waiting)
-        return not waiting
 
     def _collect_ready(self, timeout: float) -> None:
-        """Read the readiness byte of whichever workers have written it; close their pipes."""
+        """Take the readiness byte of whichever workers have written it (or died: EOF)."""
         pending = [fd for fd in self._ready if fd is not None]
         if not pending:
             return
         ready, _, _ = select.select(pending, [], [], timeout)
         for i, fd in enumerate(self._ready):
-            if fd is not None and fd in ready:
-                os.read(fd, 1)  # one byte, or b"" if the worker died first: either way it is done
-                os.close(fd)
-                self._ready[i] = None
+            if fd in ready:
+                self._close_ready(i)
+
+    def _close_ready(self, index: int) -> None:
+        fd, self._ready[index] = self._ready[index], None
+        if fd is not None:
+            os.close(fd)
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
@@ -173,8 +172,7 @@ class WorkerPool:
             raise
         finally:
             os.close(ready_w)
-        if self._ready[index] is not None:
-            os.close(self._ready[index])  # type: ignore[arg-type]
+        self._close_ready(index)  # a restarted worker's predecessor may not have said it was ready
         self._ready[index] = ready_r
         self.procs[index] = proc
         self._started_at[index] = time.monotonic()
@@ -225,9 +223,7 @@ class WorkerPool:
                 log.warning("DIMSE worker pid %d did not stop in time; killing it", p.pid)
                 p.kill()
                 p.wait()
-        for i, fd in enumerate(self._ready):
-            if fd is not None:
-                os.close(fd)
-                self._ready[i] = None
+        for i in range(self.count):
+            self._close_ready(i)
         self.listener.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
