@@ -39,9 +39,7 @@ def principal_from_request(services: Services, request: Request) -> Principal:
     guessable = not (creds.token or "").startswith(TOKEN_PREFIX)  # ours are 256-bit random; the operator's may not be
     key = f"bearer-ip:{request.remote_addr}"
     if guessable:
-        from gateway.throttle import THROTTLE
-
-        wait = THROTTLE.begin(key)
+        wait = services.throttle.begin(key)
         if wait:
             raise HttpError(429, f"too many failed attempts; try again in {wait} s", {"Retry-After": str(wait)})
     try:
@@ -51,17 +49,16 @@ def principal_from_request(services: Services, request: Request) -> Principal:
     except AuthError as exc:
         raise HttpError(401, str(exc), CHALLENGE) from None
     if guessable:
-        THROTTLE.succeeded("", key)
+        services.throttle.succeeded("", key)
     return principal
 
 
 def sign_in(services: Services, email: str, password: str, source: str | None) -> Principal:
     """Email + password, throttled per email and per source address (429 while locked)."""
-    from gateway.throttle import THROTTLE
     from gateway.usage import record_usage
 
     keys = (f"email:{email.strip().lower()}", f"ip:{source}")
-    wait = THROTTLE.begin(*keys)
+    wait = services.throttle.begin(*keys)
     if wait:
         raise HttpError(429, f"too many failed sign-ins; try again in {wait} s", {"Retry-After": str(wait)})
     try:
@@ -70,7 +67,7 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
                                      operator_token=None)
     except AuthError as exc:
         raise HttpError(401, str(exc), CHALLENGE) from None  # the attempt was counted by begin()
-    THROTTLE.succeeded(keys[0], keys[1])
+    services.throttle.succeeded(keys[0], keys[1])
     record_usage(services.db, kind="sign-in", account_id=None, user_id=principal.id)
     return principal
 

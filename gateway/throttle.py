@@ -4,41 +4,53 @@ After ``free`` failures within ``window`` seconds a key is locked for 30 s,
 doubling with each further failure up to 15 minutes; a success clears the
 email's count. A source address (``ip:``) gets four times the budget, so
 colleagues behind one NAT do not lock each other out as easily as one
-account's guesser is stopped. State is per process, which is what one
-``serve`` is.
+account's guesser is stopped.
+
+The counts live in the index (``sign_in_failures``), not in memory: HTTP
+runs in several worker processes, and a guesser must not get a fresh budget
+from each of them. Each attempt is one write transaction (SQLite: the
+writers' queue; PostgreSQL: the rows locked ``FOR UPDATE``), so concurrent
+attempts cannot slip past the limit either. Keys are stored only as an HMAC
+under a secret kept in ``installation``; a row is deleted once its window
+and lock have passed.
 """
 
 from __future__ import annotations
 
-import threading
+import hashlib
+import hmac
+import secrets
 import time
-from dataclasses import dataclass, field
+from typing import Callable
 
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
-@dataclass
-class _State:
-    failures: list[float] = field(default_factory=list)
-    locked_until: float = 0.0
+from gateway.db import Database
+from gateway.db.models import Installation, SignInFailure
+
+_SECRET_KEY = "sign-in-throttle-secret"
 
 
 class SignInThrottle:
-    def __init__(self, free: int = 5, window: float = 900.0, base_lock: float = 30.0, max_lock: float = 900.0) -> None:
+    def __init__(self, db: Database, free: int = 5, window: float = 900.0, base_lock: float = 30.0,
+                 max_lock: float = 900.0, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self.free, self.window, self.base_lock, self.max_lock = free, window, base_lock, max_lock
-        self._states: dict[str, _State] = {}
-        self._lock = threading.Lock()
+        self._clock = clock  # wall clock: the rows are shared by processes (and survive a restart)
+        self._secret: bytes | None = None
 
     def _free(self, key: str) -> int:
         return self.free * 4 if key.startswith("ip:") else self.free
 
+    # -- the four operations ---------------------------------------------
     def retry_after(self, *keys: str) -> int:
         """Seconds the caller must wait (0: may try)."""
-        now = time.monotonic()
-        with self._lock:
-            return self._wait(keys, now)
-
-    def _wait(self, keys: tuple[str, ...], now: float) -> int:
-        wait = max((self._states[k].locked_until - now for k in keys if k in self._states), default=0.0)
-        return int(wait + 0.999) if wait > 0 else 0
+        self._key()
+        with self.db.session() as s:
+            return self._wait(self._rows(s, keys, lock=False).values(), self._clock())
 
     def begin(self, *keys: str) -> int:
         """Start an attempt: 0 to go ahead (it counts as a failure until ``succeeded``), else seconds to wait.
@@ -46,46 +58,98 @@ class SignInThrottle:
         Counting the attempt before the password is checked makes the limit hold
         for concurrent attempts too, not only for sequential ones.
         """
-        now = time.monotonic()
-        with self._lock:
-            wait = self._wait(keys, now)
-            if wait:
-                return wait
-            self._count(keys, now)
-            return 0
+        self._key()
+        with self.db.session(write=True) as s:
+            now = self._clock()
+            rows = self._rows(s, keys, lock=True, create=True)
+            wait = self._wait(rows.values(), now)
+            if not wait:
+                for key, row in rows.items():
+                    self._count(key, row, now)
+            s.execute(delete(SignInFailure).where(SignInFailure.expires_at < now))
+            return wait
 
     def failed(self, *keys: str) -> None:
-        with self._lock:
-            self._count(keys, time.monotonic())
-
-    def _count(self, keys: tuple[str, ...], now: float) -> None:
-        for key in keys:
-            st = self._states.setdefault(key, _State())
-            st.failures = [t for t in st.failures if now - t < self.window] + [now]
-            extra = len(st.failures) - self._free(key)
-            if extra > 0:
-                st.locked_until = now + min(self.max_lock, self.base_lock * 2 ** (extra - 1))
-        if len(self._states) > 100_000:  # bound memory under a flood of distinct keys
-            self._states = {k: v for k, v in self._states.items() if v.locked_until > now}
+        self._key()
+        with self.db.session(write=True) as s:
+            now = self._clock()
+            for key, row in self._rows(s, keys, lock=True, create=True).items():
+                self._count(key, row, now)
 
     def succeeded(self, clear: str, *uncount: str) -> None:
         """The attempt was right: forget ``clear`` (the email) and take it back from ``uncount`` (the address)."""
-        with self._lock:
-            self._states.pop(clear, None)
-            for key in uncount:
-                st = self._states.get(key)
-                if st and st.failures:
-                    st.failures.pop()
-                    if len(st.failures) <= self._free(key):
-                        st.locked_until = 0.0
-
+        self._key()
+        with self.db.session(write=True) as s:
+            if clear:
+                s.execute(delete(SignInFailure).where(SignInFailure.key_hash == self._hash(clear)))
+            for key, row in self._rows(s, uncount, lock=True).items():
+                failures = _times(row)
+                if failures:
+                    failures.pop()
+                    row.failures = _text(failures)
+                    if len(failures) <= self._free(key):
+                        row.locked_until = 0.0
 
     def state_of(self, key: str) -> int:
         """Failures counted for ``key`` in the window (for tests and operators)."""
-        now = time.monotonic()
-        with self._lock:
-            st = self._states.get(key)
-            return len([t for t in st.failures if now - t < self.window]) if st else 0
+        self._key()
+        now = self._clock()
+        with self.db.session() as s:
+            row = self._rows(s, (key,), lock=False).get(key)
+            return len([t for t in _times(row) if now - t < self.window]) if row else 0
+
+    # -- rows ------------------------------------------------------------
+    def _rows(self, s: Session, keys: tuple[str, ...], *, lock: bool,
+              create: bool = False) -> dict[str, SignInFailure]:
+        hashes = {self._hash(k): k for k in dict.fromkeys(keys)}
+        if not hashes:
+            return {}
+        if create:  # concurrent first attempts of one key: one row, no unique-key error
+            ins = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            s.execute(ins(SignInFailure).values(
+                [{"key_hash": h, "failures": "", "locked_until": 0.0, "expires_at": self._clock() + self.window}
+                 for h in hashes]).on_conflict_do_nothing(index_elements=["key_hash"]))
+        q = select(SignInFailure).where(SignInFailure.key_hash.in_(hashes)).order_by(SignInFailure.key_hash)
+        if lock:
+            q = q.with_for_update()  # PostgreSQL; SQLite's write transaction is already exclusive
+        return {hashes[r.key_hash]: r for r in s.scalars(q)}
+
+    def _count(self, key: str, row: SignInFailure, now: float) -> None:
+        failures = [t for t in _times(row) if now - t < self.window] + [now]
+        row.failures = _text(failures)
+        extra = len(failures) - self._free(key)
+        if extra > 0:
+            row.locked_until = now + min(self.max_lock, self.base_lock * 2 ** (extra - 1))
+        row.expires_at = max(now + self.window, row.locked_until)
+
+    @staticmethod
+    def _wait(rows, now: float) -> int:  # type: ignore[no-untyped-def]
+        wait = max((r.locked_until - now for r in rows), default=0.0)
+        return int(wait + 0.999) if wait > 0 else 0
+
+    def _hash(self, key: str) -> str:
+        return hmac.new(self._key(), key.encode(), hashlib.sha256).hexdigest()
+
+    def _key(self) -> bytes:
+        """The installation's HMAC secret: made once (by whichever process is first), then kept in memory.
+
+        Called before an operation opens its own transaction: a nested write
+        transaction on SQLite would wait for the outer one.
+        """
+        if self._secret is None:
+            with self.db.session(write=True) as s:
+                ins = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+                s.execute(ins(Installation).values(key=_SECRET_KEY, value=secrets.token_hex(32))
+                          .on_conflict_do_nothing(index_elements=["key"]))
+                row = s.get(Installation, _SECRET_KEY)
+                assert row is not None
+                self._secret = bytes.fromhex(row.value)
+        return self._secret
 
 
-THROTTLE = SignInThrottle()
+def _times(row: SignInFailure | None) -> list[float]:
+    return [float(t) for t in row.failures.split()] if row is not None and row.failures else []
+
+
+def _text(times: list[float]) -> str:
+    return " ".join(f"{t:.3f}" for t in times)

@@ -266,12 +266,10 @@ def sign_in_submit() -> Response:
 
 @bp.post("/operator/sign-in")
 def operator_sign_in() -> Response:
-    from gateway.throttle import THROTTLE
-
     svc = _svc()
     token = request.form.get("operator_token", "")
     key = f"bearer-ip:{request.remote_addr}"  # the same budget as operator tokens sent as Bearer
-    wait = THROTTLE.begin(key)
+    wait = svc.throttle.begin(key)
     if wait:
         resp = _sign_in_page(429, operator_error=f"Too many failed sign-ins; try again in {wait} s.")
         resp.headers["Retry-After"] = str(wait)
@@ -281,7 +279,7 @@ def operator_sign_in() -> Response:
         ok = hmac.compare_digest(token.encode(), svc.settings.operator_token.encode())
     if not ok:
         return _sign_in_page(401, operator_error="That is not the operator token.")  # counted by begin()
-    THROTTLE.succeeded("", key)
+    svc.throttle.succeeded("", key)
     resp = redirect(url_for("web.providers"), 303)
     _set_session_cookie(resp, token, None)
     resp.delete_cookie(PRE_COOKIE, path="/")

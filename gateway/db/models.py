@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     Boolean,
     ForeignKey,
     Index,
@@ -196,3 +197,20 @@ class Installation(Base):
     __tablename__ = "installation"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class SignInFailure(Base):
+    """Recent failed sign-ins of one key (an email or a source address), shared by every HTTP process.
+
+    The key is stored only as an HMAC under a per-installation secret, and a
+    row is deleted once its window and lock have both passed, so the table
+    holds neither emails nor addresses and nothing older than the window.
+    """
+
+    __tablename__ = "sign_in_failures"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: epoch seconds of the failures in the window, space-separated
+    failures: Mapped[str] = mapped_column(Text, default="")
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    #: when the row stops mattering (last failure + window, or the lock's end)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -1,14 +1,46 @@
-"""Sign-in throttling holds for concurrent attempts, not only sequential ones."""
+"""Sign-in throttling holds for concurrent attempts, not only sequential ones, and
+across processes (each HTTP worker has its own throttle object on one index)."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
+from sqlalchemy import select
+
+from gateway.db import Database
+from gateway.db.migrate import upgrade
+from gateway.db.models import SignInFailure
 from gateway.throttle import SignInThrottle
 
 
-def test_sequential_failures_lock_after_the_free_ones():
-    t = SignInThrottle(free=5)
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    else:
+        url = request.getfixturevalue("pg_database")().replace("postgresql://", "postgresql+psycopg://", 1)
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def databases(db_url):
+    made: list[Database] = []
+
+    def new() -> Database:
+        made.append(Database(db_url))
+        return made[-1]
+
+    yield new
+    for db in made:
+        db.dispose()
+
+
+def test_sequential_failures_lock_after_the_free_ones(databases):
+    t = SignInThrottle(databases(), free=5)
     assert [t.begin("email:e", "ip:1") for _ in range(6)] == [0] * 6
     assert t.begin("email:e", "ip:1") > 0
     assert t.begin("email:other", "ip:1") == 0  # the address has a larger budget
@@ -16,17 +48,17 @@ def test_sequential_failures_lock_after_the_free_ones():
     assert t.begin("email:new", "ip:2") == 0 and t.begin("email:new2", "ip:2") > 0
 
 
-def test_concurrent_attempts_cannot_exceed_the_budget():
-    t = SignInThrottle(free=5)
+def test_concurrent_attempts_cannot_exceed_the_budget(databases):
+    t = SignInThrottle(databases(), free=5)
     allowed = []
-    barrier = threading.Barrier(40)
+    barrier = threading.Barrier(20)
 
     def attempt():
         barrier.wait()
         if t.begin("email:x", "ip:1") == 0:
             allowed.append(1)
 
-    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
     for th in threads:
         th.start()
     for th in threads:
@@ -34,11 +66,42 @@ def test_concurrent_attempts_cannot_exceed_the_budget():
     assert len(allowed) == 6  # 5 free + the one that triggers the lock
 
 
-def test_success_clears_the_email_and_gives_the_address_its_attempt_back():
-    t = SignInThrottle(free=2)
+def test_the_budget_is_shared_by_processes_on_one_index(databases):
+    """Two throttles on two engines (as two HTTP worker processes have): a guesser
+    gets one budget, not one per worker, and a success in one clears it in the other."""
+    a, b = SignInThrottle(databases(), free=3), SignInThrottle(databases(), free=3)
+    assert [a.begin("email:e") for _ in range(2)] + [b.begin("email:e") for _ in range(2)] == [0] * 4
+    assert a.begin("email:e") > 0 and b.begin("email:e") > 0
+    assert b.retry_after("email:e") > 0
+    b.begin("email:f")
+    a.succeeded("email:f")
+    assert b.state_of("email:f") == 0
+
+
+def test_success_clears_the_email_and_gives_the_address_its_attempt_back(databases):
+    t = SignInThrottle(databases(), free=2)
     assert t.begin("email:a", "ip:1") == 0
     t.succeeded("email:a", "ip:1")
     assert t.state_of("ip:1") == 0
     assert t.begin("email:a", "ip:1") == 0 and t.begin("email:a", "ip:1") == 0
     assert t.begin("email:a", "ip:1") == 0  # third: locks the email from now on
     assert t.begin("email:a", "ip:1") > 0
+
+
+def test_keys_are_not_stored_and_old_rows_go(databases):
+    now = [1_000_000.0]
+    db = databases()
+    t = SignInThrottle(db, free=1, window=60, base_lock=30, max_lock=30, clock=lambda: now[0])
+    t.begin("email:alice@example.org", "ip:10.1.2.3")
+    t.begin("email:alice@example.org", "ip:10.1.2.3")  # locks the email until +30 s
+    with db.session() as s:
+        rows = s.scalars(select(SignInFailure)).all()
+    assert len(rows) == 2
+    stored = " ".join(f"{r.key_hash} {r.failures}" for r in rows)
+    assert "alice" not in stored and "10.1.2.3" not in stored
+    assert t.retry_after("email:alice@example.org") == 30
+    now[0] += 61  # window and lock both over: the next attempt removes the old rows
+    assert t.begin("email:bob@example.org") == 0
+    with db.session() as s:
+        assert len(s.scalars(select(SignInFailure)).all()) == 1
+    assert t.state_of("email:alice@example.org") == 0
