@@ -1,8 +1,10 @@
 """``dicomgate serve``: the DIMSE SCP, the HTTP server and the scheduler.
 
-The DIMSE SCP runs in worker processes sharing the DICOM port when
-``dimse_processes`` is above 1 (the default on a multi-core machine, see
-:mod:`scp.processes`), else in this process. HTTP and the scheduler run here.
+The DIMSE SCP and the HTTP server run in worker processes sharing their
+port (``dimse_processes`` / ``http_processes`` of them; the default on a
+multi-core machine, see :mod:`gateway.processes`), or, when both counts are
+1, in this process. The scheduler runs here, and this process watches the
+workers.
 
 SIGTERM / SIGINT: stop accepting, let associations and requests in flight
 finish (bounded), then exit. Nothing is acknowledged before it is durable,
@@ -12,18 +14,16 @@ so whatever is cut off was never reported as stored.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
-import time
-
-from waitress.server import create_server
 
 from gateway.app import create_app
+from gateway.http_server import make_http_server, run_http, stop_http
+from gateway.processes import WorkerPool, bind_listener, dimse_process_count, http_process_count, new_metrics_dir
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.metrics import include_worker_metrics
-from scp.processes import WorkerPool, bind_listener, dimse_process_count
 from scp.server import DimseServer
 
 log = logging.getLogger("dicomgate")
@@ -37,82 +37,75 @@ def run(settings: Settings) -> None:
     )
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING)
     services = Services.from_settings(settings)
-    processes = dimse_process_count(settings)
-    dimse: DimseServer | None = None
-    pool: WorkerPool | None = None
-    if processes > 1:
-        listener = bind_listener(settings.host, settings.dicom_port)
-        dicom_port = listener.getsockname()[1]
-        pool = WorkerPool(settings, listener, processes)
-        include_worker_metrics(pool.metrics_dir)
-        pool.start()
-    else:
-        dimse = DimseServer(services)
-        dicom_port = dimse.start()
-    from gateway.jobs import start_scheduler
-
-    scheduler = start_scheduler(services)
-    app = create_app(services)
-    http = create_server(
-        app,
-        host=settings.host,
-        port=settings.http_port,
-        threads=settings.workers,
-        max_request_body_size=settings.max_stow_bytes + (1 << 20),
-        channel_timeout=300,
-        ident="dicomgate",
-        clear_untrusted_proxy_headers=True,
-    )
-    http_port = http.effective_port  # type: ignore[union-attr]
-    log.info(
-        "dicomgate serving: DICOM %s:%s (%d process%s), HTTP http://%s:%s, index %s, objects %s",
-        settings.host, dicom_port, processes, "es" if processes > 1 else "", settings.host, http_port,
-        _redact(settings.effective_database_url), services.store.describe(),
-    )
+    dimse_n, http_n = dimse_process_count(settings), http_process_count(settings)
+    # either everything runs in this process or everything in workers: a worker's /metrics
+    # reads the counts of every process from files, which this process's own counters are not
+    in_workers = max(dimse_n, http_n) > 1
+    metrics_dir = new_metrics_dir() if in_workers else None
+    pools: list[WorkerPool] = []
     stopping = threading.Event()
 
     def _stop(signum, _frame):  # type: ignore[no-untyped-def]
         log.info("signal %s: shutting down", signum)
-        if pool is not None:
+        for pool in pools:
             pool.begin_stop()
         stopping.set()
 
+    # before any worker starts: a SIGTERM during start-up is a clean stop, not a kill
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    http_thread = threading.Thread(target=_run_http, args=(http, stopping), name="http", daemon=True)
-    http_thread.start()
+    dimse: DimseServer | None = None
+    http = None
+    if in_workers:
+        dicom = bind_listener(settings.host, settings.dicom_port)
+        dicom_port = dicom.getsockname()[1]
+        web = bind_listener(settings.host, settings.http_port)
+        http_port = web.getsockname()[1]
+        pools += [WorkerPool("dimse", settings, dicom, dimse_n, metrics_dir),  # type: ignore[arg-type]
+                  WorkerPool("http", settings, web, http_n, metrics_dir)]  # type: ignore[arg-type]
+    else:
+        dimse = DimseServer(services)
+        dicom_port = dimse.start()
+    scheduler = None
     try:
+        for pool in pools:
+            pool.start()  # DIMSE first: once HTTP answers, the DICOM port is served too
+        if not in_workers:
+            http = make_http_server(create_app(services), settings)
+            http_port = http.effective_port
+        from gateway.jobs import start_scheduler
+
+        scheduler = start_scheduler(services)
+        log.info(
+            "dicomgate serving: DICOM %s:%s (%s), HTTP http://%s:%s (%s), index %s, objects %s",
+            settings.host, dicom_port, _where(dimse_n, in_workers), settings.host, http_port,
+            _where(http_n, in_workers),
+            _redact(settings.effective_database_url), services.store.describe(),
+        )
+        if http is not None:
+            threading.Thread(target=run_http, args=(http, stopping), name="http", daemon=True).start()
         while not stopping.wait(0.5):
-            if pool is not None:
+            for pool in pools:
                 pool.poll()  # here, in the main thread (see WorkerPool)
     finally:
-        http.close()  # stop accepting connections
-        _drain_http(http, timeout=20)
-        if pool is not None:
-            pool.stop(timeout=25)  # each worker drains its associations (20 s), then exits
+        for pool in pools:
+            pool.terminate()  # every worker starts draining at once
+        if http is not None:
+            stop_http(http, timeout=20)
+        for pool in pools:
+            pool.stop(timeout=25)  # each worker drains its associations / requests (20 s), then exits
         if dimse is not None:
             dimse.stop(timeout=20)
-        scheduler.shutdown(wait=True)
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
         services.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("dicomgate stopped")
 
 
-def _run_http(http, stopping: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    try:
-        http.run()
-    except Exception:
-        if not stopping.is_set():
-            log.exception("the HTTP server failed")
-            stopping.set()
-
-
-def _drain_http(http, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    """Let requests in flight finish (bounded); idle keep-alive connections are dropped."""
-    dispatcher = http.task_dispatcher
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (dispatcher.active_count > 0 or dispatcher.queue):
-        time.sleep(0.05)
-    dispatcher.shutdown(cancel_pending=True, timeout=1)
+def _where(processes: int, in_workers: bool) -> str:
+    return f"{processes} worker process{'es' if processes > 1 else ''}" if in_workers else "in this process"
 
 
 def _redact(url: str) -> str:

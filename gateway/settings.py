@@ -46,6 +46,8 @@ class Settings:
     max_associations: int = 32
     #: DIMSE worker processes: 0 = one per core (at most 4), 1 = in the serve process
     dimse_processes: int = 0
+    #: HTTP worker processes: 0 = one per core (at most 4), 1 = in the serve process
+    http_processes: int = 0
     dimse_timeout: int = 60
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +138,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("workers must be at least 1")
     if not 0 <= s.dimse_processes <= 64:
         raise SettingsError("dimse_processes must be between 0 (one per core) and 64")
+    if not 0 <= s.http_processes <= 64:
+        raise SettingsError("http_processes must be between 0 (one per core) and 64")
     if s.max_stow_bytes < 1:
         raise SettingsError("max_stow_bytes must be positive")
     if s.operator_token is not None and len(s.operator_token) < 24:

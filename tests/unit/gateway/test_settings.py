@@ -72,7 +72,7 @@ def test_short_operator_token_refused():
 
 
 def test_dimse_processes_auto_is_one_per_core_at_most_four(monkeypatch):
-    from scp.processes import dimse_process_count
+    from gateway.processes import dimse_process_count
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert dimse_process_count(load_settings(env={})) == 2
@@ -80,3 +80,15 @@ def test_dimse_processes_auto_is_one_per_core_at_most_four(monkeypatch):
     assert dimse_process_count(load_settings(env={})) == 4
     assert dimse_process_count(load_settings(env={"DICOMGATE_DIMSE_PROCESSES": "1"})) == 1
     assert dimse_process_count(load_settings(env={"DICOMGATE_DIMSE_PROCESSES": "3"})) == 3
+
+
+def test_http_processes_auto_is_one_per_core_at_most_four(monkeypatch):
+    from gateway.processes import http_process_count
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert http_process_count(load_settings(env={})) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert http_process_count(load_settings(env={})) == 4
+    assert http_process_count(load_settings(env={"DICOMGATE_HTTP_PROCESSES": "1"})) == 1
+    with pytest.raises(SettingsError, match="http_processes must be between"):
+        load_settings(env={"DICOMGATE_HTTP_PROCESSES": "-1"})
