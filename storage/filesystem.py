@@ -254,7 +254,7 @@ class FilesystemStore:
 
     def _install(self, tmp: str, path: str, key: str) -> None:
         parent = os.path.dirname(path)
-        attempts = 10
+        attempts = 50
         for attempt in range(attempts):
             try:
                 self._makedirs(parent)
@@ -262,9 +262,13 @@ class FilesystemStore:
                 break
             except FileNotFoundError:
                 # a concurrent delete pruned the (empty) parent directory
-                # between mkdir and rename: create it again and retry
+                # between mkdir and rename: create it again and retry. Under
+                # load the same interleaving can repeat, so after a few tries
+                # wait a random moment (up to ~2 ms) to fall out of step.
                 if attempt == attempts - 1:
                     raise StorageError(f"cannot install {key!r}: directory keeps vanishing")
+                if attempt >= 3:
+                    time.sleep(secrets.randbelow(2000) / 1e6)
             except (IsADirectoryError, NotADirectoryError) as exc:
                 raise StorageError(
                     f"cannot store {key!r}: it conflicts with an existing key "
