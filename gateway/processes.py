@@ -32,21 +32,21 @@ directory per ``serve``; ``/metrics`` adds them up (:mod:`gateway.metrics`).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import json
+import importlib
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
-import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Callable
 
 from gateway.settings import Settings
 
@@ -99,8 +99,11 @@ def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
 
 
 METRICS_PREFIX = "dicomgate-metrics-"
-#: the module each side's workers run (``python -m ...``)
+#: the module whose ``serve(settings, listener, failed)`` each side's workers run
 WORKER_MODULES = {"dimse": "scp.worker", "http": "gateway.http_worker"}
+#: imported once by the fork server, so a worker starts in milliseconds, not
+#: in the ~2 s these imports take (and shares their memory copy-on-write)
+PRELOAD = ["gateway.services", "gateway.app", "gateway.http_server", "scp.server", *WORKER_MODULES.values()]
 
 
 def new_metrics_dir() -> str:
@@ -130,9 +133,16 @@ def _remove_stale_metrics_dirs() -> None:
 class WorkerPool:
     """Starts, watches and stops the worker processes of one side (``dimse`` or ``http``).
 
-    Every method is called from ``serve``'s main thread: on Linux a child's
-    PDEATHSIG fires when the *thread* that started it exits, so workers are
-    only ever started from the thread that lives as long as ``serve``.
+    Workers are forked by multiprocessing's fork server: a clean process,
+    started (by exec, so it inherits none of ``serve``'s threads, locks or
+    connections) on the first worker's start, that has imported
+    :data:`PRELOAD` and forks each worker from there. The listening socket
+    and the readiness pipe reach the worker over the fork server's socket
+    (``SCM_RIGHTS``); settings are pickled the same way (they hold secrets:
+    not argv or env). The fork server exits when ``serve`` does (it watches
+    a pipe), and its workers die with it (``PR_SET_PDEATHSIG``).
+
+    Every method is called from ``serve``'s main thread.
     """
 
     def __init__(self, role: str, settings: Settings, listener: socket.socket, count: int, metrics_dir: str) -> None:
@@ -143,66 +153,58 @@ class WorkerPool:
         self.listener = listener
         self.count = count
         self.metrics_dir = metrics_dir
-        self.procs: list[subprocess.Popen | None] = [None] * count
-        self._ready: list[int | None] = [None] * count  # read end of each worker's readiness pipe
+        self.procs: list[Any] = [None] * count  # multiprocessing Process objects
+        self._ready: list[Connection | None] = [None] * count  # read end of each worker's readiness pipe
         self._started_at = [0.0] * count
         self._stopping = False
-        # each worker may hold the full max_associations: a per-worker share would
-        # refuse associations on a busy worker while another one sits idle
-        self._config = json.dumps({"settings": dataclasses.asdict(settings)})
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> None:
         """Start every worker and wait until all serve, one dies at start-up, or ``ready_timeout`` passes."""
         for i in range(self.count):
             self._spawn(i)
         deadline = time.monotonic() + ready_timeout
-        while any(fd is not None for fd in self._ready) and (left := deadline - time.monotonic()) > 0:
+        while any(c is not None for c in self._ready) and (left := deadline - time.monotonic()) > 0:
             self._collect_ready(min(left, 0.5))
-            if any(p is not None and p.poll() is not None for p in self.procs):
+            if any(p is not None and p.exitcode is not None for p in self.procs):
                 break  # one died at start-up: poll() restarts it; do not hold serve up for it
-        waiting = [i for i, fd in enumerate(self._ready) if fd is not None]
+        waiting = [i for i, c in enumerate(self._ready) if c is not None]
         if waiting:
             log.warning("%s worker(s) %s not serving yet; serve goes on, they are watched", self.role.upper(), waiting)
 
     def _collect_ready(self, timeout: float) -> None:
         """Take the readiness byte of whichever workers have written it (or died: EOF)."""
-        pending = [fd for fd in self._ready if fd is not None]
+        pending = [c for c in self._ready if c is not None]
         if not pending:
             return
-        ready, _, _ = select.select(pending, [], [], timeout)
-        for i, fd in enumerate(self._ready):
-            if fd in ready:
+        ready = multiprocessing.connection.wait(pending, timeout)
+        for i, c in enumerate(self._ready):
+            if c is not None and c in ready:
                 self._close_ready(i)
 
     def _close_ready(self, index: int) -> None:
-        fd, self._ready[index] = self._ready[index], None
-        if fd is not None:
-            os.close(fd)
+        conn, self._ready[index] = self._ready[index], None
+        if conn is not None:
+            conn.close()
 
     def _spawn(self, index: int) -> None:
-        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
-        fd = self.listener.fileno()
-        ready_r, ready_w = os.pipe()
-        # -P: the working directory is not put on sys.path, so a stray "scp" there cannot stand in
-        cmd = [sys.executable, "-P", "-m", WORKER_MODULES[self.role], "--listen-fd", str(fd), "--index", str(index),
-               "--parent", str(os.getpid()), "--ready-fd", str(ready_w)]
+        # the fork server is started on the first spawn with serve's environment: prometheus_client
+        # decides at import (in the fork server) where counts go
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        ctx = _fork_server()
+        ready_r, ready_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_process, name=f"dicomgate-{self.role}-{index}",
+                           args=(self.role, index, self.settings, self.listener, ready_w), daemon=False)
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(fd, ready_w), env=env)
+            proc.start()
         except BaseException:
-            os.close(ready_r)
+            ready_r.close()
             raise
         finally:
-            os.close(ready_w)
+            ready_w.close()  # the worker holds its own copy: EOF here means it died
         self._close_ready(index)  # a restarted worker's predecessor may not have said it was ready
         self._ready[index] = ready_r
         self.procs[index] = proc
         self._started_at[index] = time.monotonic()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(self._config.encode())  # settings hold secrets: a pipe, not argv or env
-            proc.stdin.close()
-        except OSError as exc:  # it died at once; poll() will see it
-            log.error("%s worker %d (pid %d) did not take its settings: %s", self.role.upper(), index, proc.pid, exc)
         log.info("%s worker %d started (pid %d)", self.role.upper(), index, proc.pid)
 
     def begin_stop(self) -> None:
@@ -215,14 +217,14 @@ class WorkerPool:
         for i, proc in enumerate(self.procs):
             if self._stopping:
                 return
-            if proc is None or proc.poll() is None:
+            if proc is None or proc.exitcode is None:
                 continue
-            if proc.returncode in (0, -signal.SIGTERM, -signal.SIGINT):
+            if proc.exitcode in (0, -signal.SIGTERM, -signal.SIGINT):
                 continue  # stopped by a signal meant for the whole service: shutdown is under way
             if time.monotonic() - self._started_at[i] < RESPAWN_MIN_INTERVAL:
                 continue  # dying at start-up: try again shortly, not in a tight loop
             log.error("%s worker %d (pid %d) exited with %s; starting it again", self.role.upper(), i, proc.pid,
-                      proc.returncode)
+                      proc.exitcode)
             try:
                 self._spawn(i)
             except OSError as exc:
@@ -232,65 +234,84 @@ class WorkerPool:
         """SIGTERM every live worker: each stops accepting and drains."""
         self._stopping = True
         for p in self.procs:
-            if p is not None and p.poll() is None:
+            if p is not None and p.exitcode is None:
                 try:
-                    p.send_signal(signal.SIGTERM)
+                    p.terminate()
                 except ProcessLookupError:
                     pass
 
     def stop(self, timeout: float = 25.0) -> None:
         """SIGTERM every worker, wait for them (bounded), then SIGKILL what is left; close the listener."""
         self.terminate()
-        live = [p for p in self.procs if p is not None]
         deadline = time.monotonic() + timeout
-        for p in live:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        for p in self.procs:
+            if p is None:
+                continue
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.exitcode is None:
                 log.warning("%s worker pid %d did not stop in time; killing it", self.role.upper(), p.pid)
                 p.kill()
-                p.wait()
+                p.join()
         for i in range(self.count):
             self._close_ready(i)
         self.listener.close()
 
 
+def _fork_server():  # type: ignore[no-untyped-def]
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
 # -- the worker side ------------------------------------------------------
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
-def _die_with_parent(parent: int) -> None:
+def _prctl_linux(name: str) -> None:
+    """Die with the parent (the fork server, which dies with ``serve``); show ``name`` in ps / top."""
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - not glibc
             pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
-def worker_main(role: str, serve: Callable[[Settings, socket.socket, threading.Event], Callable[[], None]],
-                argv: list[str] | None = None) -> int:
-    """The life of one worker process: adopt the inherited listener, ``serve`` on it,
-    say so on the readiness pipe, and on SIGTERM / SIGINT call what ``serve``
-    returned (which drains, bounded) and exit 0. ``serve`` may set the event
-    it is given when its server fails: the worker then exits 1, and the
-    parent starts it again.
+def _let_the_fork_server_go() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe.
 
-    Settings arrive on stdin as JSON (they hold secrets: not argv or env).
+    The fork server exits when every holder of that pipe has closed it, and
+    hands a copy to each process it forks; were the workers to keep theirs,
+    a ``kill -9`` of ``serve`` would leave the fork server waiting on its
+    workers and the workers (which die with the fork server) on it.
     """
-    import argparse
+    from multiprocessing import forkserver
 
-    ap = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULES[role]}")
-    ap.add_argument("--listen-fd", type=int, required=True)
-    ap.add_argument("--index", type=int, required=True)
-    ap.add_argument("--parent", type=int, required=True)
-    ap.add_argument("--ready-fd", type=int, default=None, help="written to (one byte) once serving")
-    args = ap.parse_args(argv)
-    _die_with_parent(args.parent)
+    fd = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        forkserver._forkserver._forkserver_alive_fd = None
+
+
+def _worker_process(role: str, index: int, settings: Settings, listener: socket.socket, ready: Connection) -> None:
+    """The life of one worker process: ``serve`` on the inherited listener (the
+    ``serve`` of :data:`WORKER_MODULES`), say so on the readiness pipe, and on
+    SIGTERM / SIGINT call what ``serve`` returned (which drains, bounded) and
+    exit 0. ``serve`` may set the event it is given when its server fails: the
+    worker then exits 1, and ``serve`` starts it again.
+    """
+    _prctl_linux(f"dg-{role}-{index}")
+    _let_the_fork_server_go()
     stopping = threading.Event()
     signalled: list[int] = []
 
@@ -298,31 +319,29 @@ def worker_main(role: str, serve: Callable[[Settings, socket.socket, threading.E
         signalled.append(signum)
         stopping.set()
 
-    # before the slow imports: a SIGTERM during start-up is a clean stop, not a kill
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-
-    config = json.loads(sys.stdin.read())
-    settings = Settings(**config["settings"])
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s %(levelname)s %(name)s[{role}-{args.index}]: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s[{role}-{index}]: %(message)s",
         stream=sys.stderr,
+        force=True,
     )
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported, not run: the parent migrated
     out = logging.getLogger("dicomgate")
-    stop = serve(settings, socket.socket(fileno=args.listen_fd), stopping)
-    out.info("%s worker %d serving (pid %d)", role.upper(), args.index, os.getpid())
-    if args.ready_fd is not None:
-        try:
-            os.write(args.ready_fd, b"1")
-        except OSError:
-            pass  # the parent stopped waiting; it watches the process anyway
-        os.close(args.ready_fd)
+    serve: Callable[[Settings, socket.socket, threading.Event], Callable[[], None]] = \
+        importlib.import_module(WORKER_MODULES[role]).serve
+    stop = serve(settings, listener, stopping)
+    out.info("%s worker %d serving (pid %d)", role.upper(), index, os.getpid())
+    try:
+        ready.send_bytes(b"1")
+    except OSError:
+        pass  # serve stopped waiting; it watches the process anyway
+    ready.close()
     try:
         stopping.wait()
     finally:
         stop()
-        out.info("%s worker %d stopped", role.upper(), args.index)
-    return 0 if signalled else 1
+        out.info("%s worker %d stopped", role.upper(), index)
+    sys.exit(0 if signalled else 1)

@@ -1,24 +1,22 @@
-"""One DIMSE worker process (started by :class:`gateway.processes.WorkerPool`).
+"""What a DIMSE worker process serves (started by :class:`gateway.processes.WorkerPool`).
 
-Serves associations on the inherited DICOM listening socket until SIGTERM /
-SIGINT, then drains like ``serve`` (:func:`gateway.processes.worker_main`).
+Associations on the inherited DICOM listening socket, until the worker is
+told to stop; then it drains like ``serve``.
 """
 
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 from typing import Callable
 
-from gateway.processes import worker_main
+from gateway.services import Services
 from gateway.settings import Settings
+from scp.server import DimseServer
 
 
-def _serve(settings: Settings, listener: socket.socket, failed: threading.Event) -> Callable[[], None]:
-    from gateway.services import Services
-    from scp.server import DimseServer
-
+def serve(settings: Settings, listener: socket.socket, failed: threading.Event) -> Callable[[], None]:
+    """Start the SCP on ``listener``; return what stops it (bounded drain)."""
     services = Services.from_settings(settings, migrate=False)  # the parent migrated
     dimse = DimseServer(services, listener=listener)
     dimse.start()
@@ -28,11 +26,3 @@ def _serve(settings: Settings, listener: socket.socket, failed: threading.Event)
         services.close()
 
     return stop
-
-
-def main(argv: list[str] | None = None) -> int:
-    return worker_main("dimse", _serve, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

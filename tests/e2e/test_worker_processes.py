@@ -24,13 +24,20 @@ from tests.support.dimse import echo, pynetdicom_store
 from tests.support.gateway import Gateway
 
 
-MODULES = {"dimse": "scp.worker", "http": "gateway.http_worker"}
 TWO_EACH = {"DICOMGATE_DIMSE_PROCESSES": "2", "DICOMGATE_HTTP_PROCESSES": "2"}
 
 
 def workers(gw: Gateway, role: str = "dimse") -> list[psutil.Process]:
+    """serve's workers of one side, by the name each gives itself (they are forked by the fork server)."""
     parent = psutil.Process(gw.proc.pid)
-    return [p for p in parent.children(recursive=True) if f"-m {MODULES[role]}" in " ".join(p.cmdline())]
+    found = []
+    for p in parent.children(recursive=True):
+        try:
+            if p.name().startswith(f"dg-{role}-") and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
