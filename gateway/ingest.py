@@ -192,19 +192,28 @@ class IngestService:
                     results[item.index] = verdict
 
         written: list[_Item] = []
-        for item in allowed:
-            h = item.header
-            # every write gets its own key (a nonce beside the digest): an ingest that
-            # fails can remove its object without touching an identical concurrent one's
-            item.key = instance_key(account_id, h.study_uid, h.series_uid, h.sop_instance_uid, item.digest,
-                                    nonce=secrets.token_hex(4))
-            try:
-                self.store.put(item.key, _chunks(item.fp, 0, item.size))
-            except (StorageError, OSError) as exc:
-                log.error("object store failed for %s: %s", item.key, exc)
+        try:
+            with self.store.batch():  # the batch's objects share their directory fsyncs
+                for item in allowed:
+                    h = item.header
+                    # every write gets its own key (a nonce beside the digest): an ingest that
+                    # fails can remove its object without touching an identical concurrent one's
+                    item.key = instance_key(account_id, h.study_uid, h.series_uid, h.sop_instance_uid,
+                                            item.digest, nonce=secrets.token_hex(4))
+                    try:
+                        self.store.put(item.key, _chunks(item.fp, 0, item.size))
+                    except (StorageError, OSError) as exc:
+                        log.error("object store failed for %s: %s", item.key, exc)
+                        results[item.index] = item.result(Outcome.FAILED, f"the object store failed: {exc}")
+                        continue
+                    written.append(item)
+        except (StorageError, OSError) as exc:  # the batch's end failed: none of its objects is durable
+            log.error("object store failed to make %d object(s) durable: %s", len(written), exc)
+            for item in written:
                 results[item.index] = item.result(Outcome.FAILED, f"the object store failed: {exc}")
-                continue
-            written.append(item)
+            for item in written:
+                self._remove_object(item.key)
+            written = []
         if written:
             results.update(self._commit(principal, account_id, written))
 

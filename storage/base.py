@@ -7,7 +7,7 @@ happens; a bad key raises :class:`InvalidKey` (also a ``ValueError``).
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from typing import ContextManager, Iterable, Iterator, Protocol, runtime_checkable
 
 __all__ = [
     "StorageError",
@@ -88,6 +88,16 @@ class ObjectStore(Protocol):
         """Remove every object whose key starts with *prefix*; return the
         number removed.  An empty prefix is refused (InvalidKey) so that a
         bug cannot wipe the whole store."""
+        ...
+
+    def batch(self) -> ContextManager[None]:
+        """A block whose puts (in this thread) may share their durability work:
+        the filesystem fsyncs each directory once at the end of the block
+        instead of once per object. An object put inside the block is durable
+        only once the block has exited without an exception; if the end of
+        the block raises :class:`StorageError`, none of its puts may be
+        reported as stored. Blocks do not nest.
+        """
         ...
 
     def describe(self) -> str:

@@ -18,9 +18,11 @@ conflict that way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
+import threading
 import time
 from typing import Iterable, Iterator
 
@@ -105,6 +107,7 @@ class FilesystemStore:
         if not os.path.isdir(self.root):
             raise StorageError(f"storage root {self.root!r} is not a directory")
         self._tmp = os.path.join(self.root, self.TMP_DIR)
+        self._batch = threading.local()  # .dirs: directories whose fsync a batch() defers
         self._ensure_tmp_dir()
         self._clean_stale_tmp()
 
@@ -181,7 +184,7 @@ class FilesystemStore:
                         f"cannot create directory {nxt!r}: an object of that name exists"
                     ) from None
                 else:
-                    self._fsync_dir(current)
+                    self._sync_dir_later(current)
                     break
             current = nxt
 
@@ -276,12 +279,43 @@ class FilesystemStore:
                 ) from exc
             except OSError as exc:
                 raise StorageError(f"cannot install {key!r}: {exc}") from exc
+        self._sync_dir_later(parent)
+
+    def _sync_dir_later(self, directory: str) -> None:
+        """fsync ``directory`` now, or at the end of this thread's ``batch()``."""
+        pending = getattr(self._batch, "dirs", None)
+        if pending is not None:
+            pending.add(directory)
+        else:
+            self._sync_dirs([directory])
+
+    def _sync_dirs(self, directories: Iterable[str]) -> None:
+        for directory in directories:
+            try:
+                self._fsync_dir(directory)
+            except FileNotFoundError:
+                pass  # a concurrent delete already removed the object and pruned its directory
+            except OSError as exc:
+                raise StorageError(f"fsync of {directory!r} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Puts in the block fsync their files at once but each directory only once, at the end.
+
+        A STOW request writes its instances into one series directory: one
+        directory fsync instead of one per instance (profiled at about a
+        quarter of a STOW request's time on ext4).
+        """
+        if getattr(self._batch, "dirs", None) is not None:
+            raise RuntimeError("batch() blocks do not nest")
+        self._batch.dirs = set()
         try:
-            self._fsync_dir(parent)
-        except FileNotFoundError:
-            pass  # a concurrent delete already removed the object and pruned its directory
-        except OSError as exc:
-            raise StorageError(f"fsync of {parent!r} failed: {exc}") from exc
+            yield
+            dirs = self._batch.dirs
+        finally:
+            self._batch.dirs = None
+        # deepest first: a directory's own entry is synced (in its parent) after its contents
+        self._sync_dirs(sorted(dirs, key=lambda d: d.count(os.sep), reverse=True))
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         path = self._path(key)

@@ -11,8 +11,9 @@ the service's: it acknowledges a PUT/Complete only once the data is stored.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Iterable, Iterator
+from typing import Any, ContextManager, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import urllib3.exceptions
@@ -216,6 +217,10 @@ class S3Store:
         return self.prefix + check_key(key)
 
     # ------------------------------------------------------------------- API
+
+    def batch(self) -> ContextManager[None]:
+        """Nothing to share: each completed PUT is already durable (S3 semantics)."""
+        return contextlib.nullcontext()
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         """Stream *chunks* to the object.

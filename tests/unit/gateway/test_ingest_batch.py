@@ -281,6 +281,22 @@ def test_object_store_failure_fails_only_that_item(pushing, monkeypatch):
     assert audited_sops(svc, acc, "instance.stored") == good
 
 
+def test_a_batch_whose_objects_cannot_be_made_durable_stores_nothing(pushing, monkeypatch):
+    # the filesystem defers a batch's directory fsyncs to its end: if that fails, no object
+    # of the batch is known durable, so none is reported stored, indexed, or left behind
+    svc, acc, p = pushing
+    raws = [part10(), part10()]
+    real = svc.store._fsync_dir
+    monkeypatch.setattr(svc.store, "_fsync_dir", lambda d: (_ for _ in ()).throw(OSError(5, "I/O error"))
+                        if acc in d else real(d))
+    results = store_many(svc, p, acc, raws)
+    assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.FAILED]
+    assert all("object store" in r.reason for r in results)
+    monkeypatch.setattr(svc.store, "_fsync_dir", real)
+    assert rows(svc, acc) == [] and keys(svc, acc) == []
+    assert audited_sops(svc, acc, "instance.stored") == []
+
+
 # -- review findings: what changes while the objects are being written ---------
 @pytest.fixture
 def owned(services):

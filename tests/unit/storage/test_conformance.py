@@ -456,6 +456,40 @@ def test_fs_reader_keeps_old_version_across_overwrite(tmp_path):
     assert first + b"".join(it) == old
 
 
+def test_batch_puts_are_there_after_the_block(store):
+    with store.batch():
+        for i in range(5):
+            store.put(f"acct/1.2/3.4/{i}.dcm", [payload(1000, seed=i)])
+    assert [read_all(store, f"acct/1.2/3.4/{i}.dcm") for i in range(5)] == [payload(1000, seed=i) for i in range(5)]
+    with pytest.raises(KeyError):  # the caller's exception propagates; the store stays usable
+        with store.batch():
+            store.put("acct/1.2/3.4/x.dcm", [b"x"])
+            raise KeyError("caller")
+    store.put("acct/1.2/3.4/y.dcm", [b"y"])
+    assert read_all(store, "acct/1.2/3.4/y.dcm") == b"y"
+    assert_no_temp_files(store)
+
+
+def test_fs_batch_fsyncs_each_directory_once(tmp_path, monkeypatch):
+    store = FilesystemStore(tmp_path)
+    synced: list[str] = []
+    real = store._fsync_dir
+    monkeypatch.setattr(store, "_fsync_dir", lambda d: (synced.append(os.path.relpath(d, store.root)), real(d)))
+    store.put("acct/1.2/3.4/0.dcm", [b"0"])  # alone: its new directories and its own
+    assert synced == [".", "acct", "acct/1.2", "acct/1.2/3.4"]
+    synced.clear()
+    with store.batch():
+        for i in range(1, 21):
+            store.put(f"acct/1.2/3.4/{i}.dcm", [b"x"])
+        store.put("acct/1.2/5.6/0.dcm", [b"x"])  # a new series: its parent gained an entry
+        assert synced == []  # nothing yet: the block's end does it
+    assert sorted(synced) == ["acct/1.2", "acct/1.2/3.4", "acct/1.2/5.6"]
+    assert synced.index("acct/1.2/5.6") < synced.index("acct/1.2")  # contents before the entry naming them
+    with pytest.raises(RuntimeError):
+        with store.batch(), store.batch():
+            pass
+
+
 def test_fs_concurrent_put_delete_same_directory(tmp_path):
     """delete() prunes empty directories while put() may be about to rename
     into them; put() must recreate and retry, never fail."""
