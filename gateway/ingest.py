@@ -211,9 +211,12 @@ class IngestService:
             log.error("object store failed to make %d object(s) durable: %s", len(written), exc)
             for item in written:
                 results[item.index] = item.result(Outcome.FAILED, f"the object store failed: {exc}")
-            for item in written:
                 self._remove_object(item.key)
             written = []
+        except BaseException:  # anything else: nothing is answered for the batch; leave no object behind
+            for item in written:
+                self._remove_object(item.key)
+            raise
         if written:
             results.update(self._commit(principal, account_id, written))
 

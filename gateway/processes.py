@@ -103,7 +103,7 @@ METRICS_PREFIX = "dicomgate-metrics-"
 WORKER_MODULES = {"dimse": "scp.worker", "http": "gateway.http_worker"}
 #: imported once by the fork server, so a worker starts in milliseconds, not
 #: in the ~2 s these imports take (and shares their memory copy-on-write)
-PRELOAD = ["gateway.services", "gateway.app", "gateway.http_server", "scp.server", *WORKER_MODULES.values()]
+PRELOAD = ["gateway.fork_server", "gateway.services", "gateway.app", "gateway.http_server", "scp.server", *WORKER_MODULES.values()]
 
 
 def new_metrics_dir() -> str:
@@ -156,18 +156,25 @@ class WorkerPool:
         self.procs: list[Any] = [None] * count  # multiprocessing Process objects
         self._ready: list[Connection | None] = [None] * count  # read end of each worker's readiness pipe
         self._started_at = [0.0] * count
+        self._serving = [False] * count
+        self._terminated: set[int] = set()
         self._stopping = False
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> None:
-        """Start every worker and wait until all serve, one dies at start-up, or ``ready_timeout`` passes."""
+        """Start every worker and wait until all serve, one dies at start-up, the
+        service is being stopped, or ``ready_timeout`` passes."""
         for i in range(self.count):
+            if self._stopping:
+                return
             self._spawn(i)
         deadline = time.monotonic() + ready_timeout
         while any(c is not None for c in self._ready) and (left := deadline - time.monotonic()) > 0:
+            if self._stopping:
+                return
             self._collect_ready(min(left, 0.5))
             if any(p is not None and p.exitcode is not None for p in self.procs):
                 break  # one died at start-up: poll() restarts it; do not hold serve up for it
-        waiting = [i for i, c in enumerate(self._ready) if c is not None]
+        waiting = [i for i, ok in enumerate(self._serving) if not ok]
         if waiting:
             log.warning("%s worker(s) %s not serving yet; serve goes on, they are watched", self.role.upper(), waiting)
 
@@ -179,6 +186,11 @@ class WorkerPool:
         ready = multiprocessing.connection.wait(pending, timeout)
         for i, c in enumerate(self._ready):
             if c is not None and c in ready:
+                try:
+                    c.recv_bytes()
+                    self._serving[i] = True
+                except (EOFError, OSError):  # it died before it served: poll() starts it again
+                    log.error("%s worker %d died before serving", self.role.upper(), i)
                 self._close_ready(i)
 
     def _close_ready(self, index: int) -> None:
@@ -202,6 +214,7 @@ class WorkerPool:
         finally:
             ready_w.close()  # the worker holds its own copy: EOF here means it died
         self._close_ready(index)  # a restarted worker's predecessor may not have said it was ready
+        self._serving[index] = False
         self._ready[index] = ready_r
         self.procs[index] = proc
         self._started_at[index] = time.monotonic()
@@ -218,9 +231,7 @@ class WorkerPool:
             if self._stopping:
                 return
             if proc is None or proc.exitcode is None:
-                continue
-            if proc.exitcode in (0, -signal.SIGTERM, -signal.SIGINT):
-                continue  # stopped by a signal meant for the whole service: shutdown is under way
+                continue  # (a shutdown sets _stopping first, so a worker stopped by it is not restarted)
             if time.monotonic() - self._started_at[i] < RESPAWN_MIN_INTERVAL:
                 continue  # dying at start-up: try again shortly, not in a tight loop
             log.error("%s worker %d (pid %d) exited with %s; starting it again", self.role.upper(), i, proc.pid,
@@ -231,10 +242,11 @@ class WorkerPool:
                 log.error("could not start %s worker %d: %s", self.role.upper(), i, exc)
 
     def terminate(self) -> None:
-        """SIGTERM every live worker: each stops accepting and drains."""
+        """SIGTERM every live worker (once): each stops accepting and drains."""
         self._stopping = True
         for p in self.procs:
-            if p is not None and p.exitcode is None:
+            if p is not None and p.exitcode is None and p.pid not in self._terminated:
+                self._terminated.add(p.pid)
                 try:
                     p.terminate()
                 except ProcessLookupError:
@@ -270,7 +282,8 @@ PR_SET_NAME = 15
 
 def _prctl_linux(name: str) -> None:
     """Die with the parent (the fork server, which dies with ``serve``); show ``name`` in ps / top."""
-    parent = os.getppid()
+    fork_server = sys.modules.get("gateway.fork_server")  # imported (and its PID taken) in the fork server
+    parent = fork_server.PID if fork_server is not None else os.getppid()
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -310,17 +323,18 @@ def _worker_process(role: str, index: int, settings: Settings, listener: socket.
     exit 0. ``serve`` may set the event it is given when its server fails: the
     worker then exits 1, and ``serve`` starts it again.
     """
-    _prctl_linux(f"dg-{role}-{index}")
-    _let_the_fork_server_go()
-    stopping = threading.Event()
+    stopping = threading.Event()  # set by a server that failed
     signalled: list[int] = []
 
     def _stop(signum, _frame):  # type: ignore[no-untyped-def]
+        # no Event.set() here: a second signal arriving while the first handler holds the
+        # event's lock would deadlock the main thread (seen: SIGTERM twice in quick succession)
         signalled.append(signum)
-        stopping.set()
 
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, _stop)  # first: the fork server ignores SIGTERM, and so would we
     signal.signal(signal.SIGINT, _stop)
+    _prctl_linux(f"dg-{role}-{index}")
+    _let_the_fork_server_go()
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s %(name)s[{role}-{index}]: %(message)s",
@@ -340,7 +354,8 @@ def _worker_process(role: str, index: int, settings: Settings, listener: socket.
         pass  # serve stopped waiting; it watches the process anyway
     ready.close()
     try:
-        stopping.wait()
+        while not signalled and not stopping.wait(0.2):
+            pass
     finally:
         stop()
         out.info("%s worker %d stopped", role.upper(), index)

@@ -43,13 +43,14 @@ def run(settings: Settings) -> None:
     in_workers = max(dimse_n, http_n) > 1
     metrics_dir = new_metrics_dir() if in_workers else None
     pools: list[WorkerPool] = []
-    stopping = threading.Event()
+    stopping = threading.Event()  # set by the HTTP server thread if it fails
+    signalled: list[int] = []
 
     def _stop(signum, _frame):  # type: ignore[no-untyped-def]
-        log.info("signal %s: shutting down", signum)
+        # only flags here: no lock may be taken in a handler that a second signal can interrupt
+        signalled.append(signum)
         for pool in pools:
             pool.begin_stop()
-        stopping.set()
 
     # before any worker starts: a SIGTERM during start-up is a clean stop, not a kill
     signal.signal(signal.SIGTERM, _stop)
@@ -70,6 +71,8 @@ def run(settings: Settings) -> None:
     try:
         for pool in pools:
             pool.start()  # DIMSE first: once HTTP answers, the DICOM port is served too
+        if signalled:  # a SIGTERM during start-up: straight to the shutdown below
+            return
         if not in_workers:
             http = make_http_server(create_app(services), settings)
             http_port = http.effective_port
@@ -84,10 +87,14 @@ def run(settings: Settings) -> None:
         )
         if http is not None:
             threading.Thread(target=run_http, args=(http, stopping), name="http", daemon=True).start()
-        while not stopping.wait(0.5):
+        while not signalled and not stopping.wait(0.5):
             for pool in pools:
                 pool.poll()  # here, in the main thread (see WorkerPool)
     finally:
+        if signalled:
+            log.info("signal %s: shutting down", signalled[0])
+        else:
+            log.info("shutting down")
         for pool in pools:
             pool.terminate()  # every worker starts draining at once
         if http is not None:

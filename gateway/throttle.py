@@ -9,8 +9,9 @@ account's guesser is stopped.
 The counts live in the index (``sign_in_failures``), not in memory: HTTP
 runs in several worker processes, and a guesser must not get a fresh budget
 from each of them. Each attempt is one write transaction (SQLite: the
-writers' queue; PostgreSQL: the rows locked ``FOR UPDATE``), so concurrent
-attempts cannot slip past the limit either. Keys are stored only as an HMAC
+writers' queue; PostgreSQL: the rows locked ``FOR UPDATE``, always in key
+order), so concurrent attempts cannot slip past the limit either; expired
+rows are deleted in a transaction of their own that skips locked rows. Keys are stored only as an HMAC
 under a secret kept in ``installation``; a row is deleted once its window
 and lock have passed.
 """
@@ -66,8 +67,8 @@ class SignInThrottle:
             if not wait:
                 for key, row in rows.items():
                     self._count(key, row, now)
-            s.execute(delete(SignInFailure).where(SignInFailure.expires_at < now))
-            return wait
+        self._forget_expired(now)
+        return wait
 
     def failed(self, *keys: str) -> None:
         self._key()
@@ -80,9 +81,10 @@ class SignInThrottle:
         """The attempt was right: forget ``clear`` (the email) and take it back from ``uncount`` (the address)."""
         self._key()
         with self.db.session(write=True) as s:
-            if clear:
-                s.execute(delete(SignInFailure).where(SignInFailure.key_hash == self._hash(clear)))
-            for key, row in self._rows(s, uncount, lock=True).items():
+            rows = self._rows(s, (clear, *uncount) if clear else uncount, lock=True)  # one sorted lock order
+            if clear and clear in rows:
+                s.delete(rows.pop(clear))
+            for key, row in rows.items():
                 failures = _times(row)
                 if failures:
                     failures.pop()
@@ -104,15 +106,33 @@ class SignInThrottle:
         hashes = {self._hash(k): k for k in dict.fromkeys(keys)}
         if not hashes:
             return {}
-        if create:  # concurrent first attempts of one key: one row, no unique-key error
-            ins = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-            s.execute(ins(SignInFailure).values(
-                [{"key_hash": h, "failures": "", "locked_until": 0.0, "expires_at": self._clock() + self.window}
-                 for h in hashes]).on_conflict_do_nothing(index_elements=["key_hash"]))
         q = select(SignInFailure).where(SignInFailure.key_hash.in_(hashes)).order_by(SignInFailure.key_hash)
         if lock:
-            q = q.with_for_update()  # PostgreSQL; SQLite's write transaction is already exclusive
-        return {hashes[r.key_hash]: r for r in s.scalars(q)}
+            q = q.with_for_update()  # PostgreSQL, in key order; SQLite's write transaction is exclusive anyway
+        rows: dict[str, SignInFailure] = {}
+        for _ in range(3):  # a row may be forgotten (expired) between our insert and our select
+            missing = [h for h in hashes if hashes[h] not in rows]
+            if create and missing:  # concurrent first attempts of one key: one row, no unique-key error
+                ins = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+                s.execute(ins(SignInFailure).values(
+                    [{"key_hash": h, "failures": "", "locked_until": 0.0,
+                      "expires_at": self._clock() + self.window} for h in sorted(missing)]
+                ).on_conflict_do_nothing(index_elements=["key_hash"]))
+            rows = {hashes[r.key_hash]: r for r in s.scalars(q)}
+            if not create or len(rows) == len(hashes):
+                break
+        return rows
+
+    def _forget_expired(self, now: float) -> None:
+        """Delete rows whose window and lock are over, in a transaction of its own, skipping
+        rows another attempt holds (PostgreSQL): no lock is waited for while holding one."""
+        with self.db.session(write=True) as s:
+            if s.get_bind().dialect.name == "postgresql":
+                expired = (select(SignInFailure.key_hash).where(SignInFailure.expires_at < now)
+                           .with_for_update(skip_locked=True))
+                s.execute(delete(SignInFailure).where(SignInFailure.key_hash.in_(expired)))
+            else:
+                s.execute(delete(SignInFailure).where(SignInFailure.expires_at < now))
 
     def _count(self, key: str, row: SignInFailure, now: float) -> None:
         failures = [t for t in _times(row) if now - t < self.window] + [now]

@@ -184,7 +184,9 @@ class FilesystemStore:
                         f"cannot create directory {nxt!r}: an object of that name exists"
                     ) from None
                 else:
-                    self._sync_dir_later(current)
+                    # at once, not deferred to a batch's end: another writer that finds this
+                    # directory in place syncs only the directory itself before answering
+                    self._fsync_dir(current)
                     break
             current = nxt
 
@@ -300,7 +302,10 @@ class FilesystemStore:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Puts in the block fsync their files at once but each directory only once, at the end.
+        """Puts in the block fsync their files at once, but each directory they
+        were renamed into only once, at the end. (A directory created on the
+        way is recorded in its parent at once: a concurrent writer that finds
+        it in place syncs only the directory itself.)
 
         A STOW request writes its instances into one series directory: one
         directory fsync instead of one per instance (profiled at about a
@@ -314,8 +319,7 @@ class FilesystemStore:
             dirs = self._batch.dirs
         finally:
             self._batch.dirs = None
-        # deepest first: a directory's own entry is synced (in its parent) after its contents
-        self._sync_dirs(sorted(dirs, key=lambda d: d.count(os.sep), reverse=True))
+        self._sync_dirs(dirs)
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         path = self._path(key)

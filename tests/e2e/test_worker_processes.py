@@ -8,6 +8,7 @@ included).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -207,3 +208,41 @@ def test_serve_is_ready_only_once_every_worker_serves(tmp_path, request):
     finally:
         gw.close()
         gw.stop()
+
+
+def test_sigterm_to_the_whole_process_group_still_drains(tmp_path, request):
+    # systemd's default KillMode=control-group (or kill -- -PGID) sends SIGTERM to every process
+    # of the service: the fork server ignores it, so the workers drain instead of dying with it
+    gw = Gateway(make_backend("sqlite", tmp_path, request), extra_env=TWO_EACH, new_session=True).start()
+    acc = gw.new_account()
+    prv = gw.new_provider()
+    gw.link(acc, prv, push=True)
+    wait_for(lambda: "dicomgate serving" in gw.log(), what="serve saying it serves")
+    pids = [p.pid for p in workers(gw) + workers(gw, "http")]
+    assert len(pids) == 4
+    study = generate_uid()
+    result: dict[str, int] = {}
+
+    def send() -> None:  # a STOW in flight when the stop arrives
+        result["code"] = gw.stow(acc["id"], [variant(study=study) for _ in range(40)], token=prv["token"]).status_code
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.3)
+    gw.close()
+    os.killpg(gw.proc.pid, signal.SIGTERM)
+    assert gw.proc.wait(60) == 0
+    gw.proc = None
+    gw._log.close()
+    sender.join(60)
+    log = gw.log()
+    assert all(f"{r} worker {i} stopped" in log for r in ("DIMSE", "HTTP") for i in (0, 1)), log[-3000:]
+    assert "dicomgate stopped" in log
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    if result.get("code") == 200:  # answered before the stop cut it off: every instance is there
+        gw2 = Gateway(gw.backend).start()
+        try:
+            assert len(gw2.instance_rows(acc["id"])) == 40
+        finally:
+            gw2.close()
+            gw2.stop()

@@ -55,11 +55,13 @@ class Backend:
 class Gateway:
     """A running ``dicomgate serve`` on free ports."""
 
-    def __init__(self, backend: Backend, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, backend: Backend, *, extra_env: dict[str, str] | None = None,
+                 new_session: bool = False) -> None:
         self.backend = backend
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.extra_env = extra_env or {}
+        self.new_session = new_session
         self.proc: subprocess.Popen | None = None
         self.log_path = backend.data_dir / f"serve-{self.http_port}.log"
         self._services = None
@@ -79,7 +81,9 @@ class Gateway:
         if self.backend.object_store:
             cmd += ["--object-store", self.backend.object_store]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        # new_session: serve leads its own process group, which a test may signal as a whole
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=self.new_session)
         wait_for_http(f"{self.url}/healthz", timeout=60, proc=self.proc)
         wait_for_tcp(self.dicom_port)
         return self

@@ -285,11 +285,17 @@ def test_a_batch_whose_objects_cannot_be_made_durable_stores_nothing(pushing, mo
     # the filesystem defers a batch's directory fsyncs to its end: if that fails, no object
     # of the batch is known durable, so none is reported stored, indexed, or left behind
     svc, acc, p = pushing
-    raws = [part10(), part10()]
-    real = svc.store._fsync_dir
+    study, series = generate_uid(), generate_uid()
+    raws = [part10(study=study, series=series), part10(study=study, series=series)]
+    real, real_put = svc.store._fsync_dir, svc.store.put
+    put_returned = []
+    # the series directory, which a batch syncs once at its end (the directories above it
+    # are synced as they are created)
     monkeypatch.setattr(svc.store, "_fsync_dir", lambda d: (_ for _ in ()).throw(OSError(5, "I/O error"))
-                        if acc in d else real(d))
+                        if d.endswith(series) else real(d))
+    monkeypatch.setattr(svc.store, "put", lambda k, c: put_returned.append(real_put(k, c)))
     results = store_many(svc, p, acc, raws)
+    assert len(put_returned) == 2  # each put went through: the failure came at the batch's end
     assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.FAILED]
     assert all("object store" in r.reason for r in results)
     monkeypatch.setattr(svc.store, "_fsync_dir", real)
