@@ -46,7 +46,7 @@ class SignInThrottle:
     def _free(self, key: str) -> int:
         return self.free * 4 if key.startswith("ip:") else self.free
 
-    # -- the four operations ---------------------------------------------
+    # -- the operations ---------------------------------------------
     def retry_after(self, *keys: str) -> int:
         """Seconds the caller must wait (0: may try)."""
         self._key()
@@ -69,13 +69,6 @@ class SignInThrottle:
                     self._count(key, row, now)
         self._forget_expired(now)
         return wait
-
-    def failed(self, *keys: str) -> None:
-        self._key()
-        with self.db.session(write=True) as s:
-            now = self._clock()
-            for key, row in self._rows(s, keys, lock=True, create=True).items():
-                self._count(key, row, now)
 
     def succeeded(self, clear: str, *uncount: str) -> None:
         """The attempt was right: forget ``clear`` (the email) and take it back from ``uncount`` (the address)."""
