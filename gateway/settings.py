@@ -49,6 +49,28 @@ class Settings:
     #: HTTP worker processes: 0 = one per core (at most 4), 1 = in the serve process
     http_processes: int = 0
     dimse_timeout: int = 60
+    # ---- limits for peers that have not authenticated (issue 11) ----------
+    #: seconds a new DICOM connection has to deliver its whole A-ASSOCIATE-RQ (ARTIM, PS3.8 9.1.5)
+    association_request_timeout: int = 10
+    #: connections still negotiating, per DIMSE process, and per source address
+    max_pending_associations: int = 64
+    max_pending_per_address: int = 16
+    #: largest A-ASSOCIATE-RQ PDU read (bytes); and the Maximum Length we advertise for P-DATA
+    max_associate_rq_bytes: int = 65536
+    max_pdu_size: int = 262144
+    #: HTTP: open connections per HTTP process; seconds to deliver a request's headers;
+    #: connections per source address still sending their headers
+    http_connection_limit: int = 1000
+    http_header_timeout: int = 10
+    max_pending_http_per_address: int = 64
+    #: request bodies of every route but STOW (sign-in, REST API, pages)
+    max_body_bytes: int = 1 << 20
+    #: decoded pixels (rows x columns x frames decoded) a render, thumbnail or decoded frame may need
+    max_render_pixels: int = 40_000_000
+    #: frame numbers in one /frames/{list}
+    max_frames_per_request: int = 256
+    #: the URL users reach the HTTP side at (https://... makes cookies Secure); None = http://host:http_port
+    public_url: str | None = None
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -140,8 +162,16 @@ def validate(s: Settings) -> None:
         raise SettingsError("dimse_processes must be between 0 (one per core) and 64")
     if not 0 <= s.http_processes <= 64:
         raise SettingsError("http_processes must be between 0 (one per core) and 64")
-    if s.max_stow_bytes < 1:
-        raise SettingsError("max_stow_bytes must be positive")
+    for name in ("max_stow_bytes", "association_request_timeout", "max_pending_associations",
+                 "max_pending_per_address", "max_associate_rq_bytes", "http_connection_limit",
+                 "http_header_timeout", "max_pending_http_per_address", "max_body_bytes",
+                 "max_render_pixels", "max_frames_per_request"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"{name} must be positive")
+    if not 4096 <= s.max_pdu_size <= 0xFFFFFFFF:
+        raise SettingsError("max_pdu_size must be between 4096 and 4294967295")
+    if s.public_url is not None and not (s.public_url.startswith("http://") or s.public_url.startswith("https://")):
+        raise SettingsError(f"public_url must start with http:// or https://, not {s.public_url!r}")
     if s.operator_token is not None and len(s.operator_token) < 24:
         raise SettingsError("operator_token must be at least 24 characters (it guards the admin API)")
     store = s.effective_object_store
