@@ -29,3 +29,6 @@ def exposition() -> bytes:
         MultiProcessCollector(merged, path=shared)
         return generate_latest(merged)
     return generate_latest(REGISTRY)
+#: requests, connections and PDUs refused by a limit (issue 11), by kind; no identifiers
+REFUSALS = Counter("dicomgate_refusals_total", "Requests, connections and PDUs refused by a limit, by kind",
+                   ["kind"], registry=REGISTRY)
