@@ -154,15 +154,25 @@ def new_boundary() -> str:
 
 
 class _Reader:
-    __slots__ = ("stream", "chunk_size", "max_total", "total")
+    """Reads the body in chunks, never handing the parser a byte beyond ``max_total``.
+
+    Bytes past the limit are refused only when the parser asks for them: a
+    body whose close delimiter lies within the limit is read whole however
+    the stream happens to be cut into reads (the epilogue is never needed).
+    """
+
+    __slots__ = ("stream", "chunk_size", "max_total", "total", "over")
 
     def __init__(self, stream: Any, chunk_size: int, max_total: int | None) -> None:
         self.stream = stream
         self.chunk_size = chunk_size
         self.max_total = max_total
         self.total = 0
+        self.over = False  # a byte beyond max_total has been seen
 
     def read(self) -> bytes:
+        if self.over:
+            raise BodyTooLarge(f"multipart body larger than the limit of {self.max_total} bytes")
         n = self.chunk_size
         if self.max_total is not None:
             # Read at most one byte beyond the limit: enough to detect overflow.
@@ -174,7 +184,10 @@ class _Reader:
             data = bytes(data)
         self.total += len(data)
         if self.max_total is not None and self.total > self.max_total:
-            raise BodyTooLarge(f"multipart body larger than the limit of {self.max_total} bytes")
+            self.over = True
+            data = data[: len(data) - (self.total - self.max_total)]
+            if not data:
+                raise BodyTooLarge(f"multipart body larger than the limit of {self.max_total} bytes")
         return data
 
 

@@ -626,3 +626,19 @@ def test_memory_bounded_200mib():
         tracemalloc.stop()
     print(f"\nparsed {size / 1e6:.0f} MB in {elapsed:.2f}s = {size / 1e6 / elapsed:.0f} MB/s, peak {peak / 2**20:.1f} MiB")
     assert peak < 30 << 20, peak
+
+
+def test_max_total_same_outcome_whatever_the_chunking():
+    """Found by tests/fuzz: with the close delimiter inside the limit and its CRLF
+    beyond it, one big read (which reads one byte past the limit) refused the body
+    as too large while byte-by-byte reads accepted it."""
+    fb = b"fuzz-b0undary"
+    body = b"--" + fb + b"\r\n\r\n\r\n--" + fb + b"\r\n\r\n\r\n\r\n--" + fb + b"--\r\n"
+    limit = len(body) - 2  # everything up to the close delimiter, not its CRLF
+    outcomes = set()
+    for chunk in (1, 7, 1 << 20):
+        got = [p.file.read() for p in iter_parts(io.BytesIO(body), "fuzz-b0undary", max_total=limit, chunk_size=chunk)]
+        outcomes.add(tuple(got))
+    assert outcomes == {(b"", b"\r\n")}
+    with pytest.raises(BodyTooLarge):  # a byte of the close delimiter beyond the limit
+        list(iter_parts(io.BytesIO(body), "fuzz-b0undary", max_total=limit - 1))
