@@ -1,8 +1,8 @@
 """Slowing down password guessing: per email and per source address.
 
-After ``free`` failures within ``window`` seconds a key is locked for 30 s,
-doubling with each further failure up to 15 minutes; a success clears the
-email's count. A source address (``ip:``) gets four times the budget, so
+The ``free``-th failure within ``window`` seconds locks a key for 30 s, so
+the next attempt is refused (429) whatever its password; each further failure
+after a lock doubles it, up to 15 minutes. A success clears the email's count. A source address (``ip:``) gets four times the budget, so
 colleagues behind one NAT do not lock each other out as easily as one
 account's guesser is stopped.
 
@@ -82,7 +82,7 @@ class SignInThrottle:
                 if failures:
                     failures.pop()
                     row.failures = _text(failures)
-                    if len(failures) <= self._free(key):
+                    if len(failures) < self._free(key):
                         row.locked_until = 0.0
 
     def state_of(self, key: str) -> int:
@@ -130,9 +130,9 @@ class SignInThrottle:
     def _count(self, key: str, row: SignInFailure, now: float) -> None:
         failures = [t for t in _times(row) if now - t < self.window] + [now]
         row.failures = _text(failures)
-        extra = len(failures) - self._free(key)
-        if extra > 0:
-            row.locked_until = now + min(self.max_lock, self.base_lock * 2 ** (extra - 1))
+        extra = len(failures) - self._free(key)  # 0: this failure used the last free one
+        if extra >= 0:
+            row.locked_until = now + min(self.max_lock, self.base_lock * 2 ** extra)
         row.expires_at = max(now + self.window, row.locked_until)
 
     @staticmethod

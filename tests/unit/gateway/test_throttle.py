@@ -41,11 +41,11 @@ def databases(db_url):
 
 def test_sequential_failures_lock_after_the_free_ones(databases):
     t = SignInThrottle(databases(), free=5)
-    assert [t.begin("email:e", "ip:1") for _ in range(6)] == [0] * 6
-    assert t.begin("email:e", "ip:1") > 0
+    assert [t.begin("email:e", "ip:1") for _ in range(5)] == [0] * 5
+    assert t.begin("email:e", "ip:1") == 30  # the 6th attempt, after 5 failures
     assert t.begin("email:other", "ip:1") == 0  # the address has a larger budget
     assert [t.begin(f"email:{i}", "ip:2") for i in range(20)] == [0] * 20
-    assert t.begin("email:new", "ip:2") == 0 and t.begin("email:new2", "ip:2") > 0
+    assert t.begin("email:new", "ip:2") > 0
 
 
 def test_concurrent_attempts_cannot_exceed_the_budget(databases):
@@ -63,14 +63,14 @@ def test_concurrent_attempts_cannot_exceed_the_budget(databases):
         th.start()
     for th in threads:
         th.join()
-    assert len(allowed) == 6  # 5 free + the one that triggers the lock
+    assert len(allowed) == 5  # the 5th failure locks
 
 
 def test_the_budget_is_shared_by_processes_on_one_index(databases):
     """Two throttles on two engines (as two HTTP worker processes have): a guesser
     gets one budget, not one per worker, and a success in one clears it in the other."""
     a, b = SignInThrottle(databases(), free=3), SignInThrottle(databases(), free=3)
-    assert [a.begin("email:e") for _ in range(2)] + [b.begin("email:e") for _ in range(2)] == [0] * 4
+    assert [a.begin("email:e") for _ in range(2)] + [b.begin("email:e")] == [0] * 3
     assert a.begin("email:e") > 0 and b.begin("email:e") > 0
     assert b.retry_after("email:e") > 0
     b.begin("email:f")
@@ -83,16 +83,34 @@ def test_success_clears_the_email_and_gives_the_address_its_attempt_back(databas
     assert t.begin("email:a", "ip:1") == 0
     t.succeeded("email:a", "ip:1")
     assert t.state_of("ip:1") == 0
-    assert t.begin("email:a", "ip:1") == 0 and t.begin("email:a", "ip:1") == 0
-    assert t.begin("email:a", "ip:1") == 0  # third: locks the email from now on
+    assert t.begin("email:a", "ip:1") == 0
+    assert t.begin("email:a", "ip:1") == 0  # second failure: locks the email from now on
     assert t.begin("email:a", "ip:1") > 0
+
+
+def test_a_success_on_the_last_free_attempt_unlocks(databases):
+    t = SignInThrottle(databases(), free=3)
+    assert [t.begin("email:a", "ip:1") for _ in range(3)] == [0] * 3  # the 3rd locks while it is checked
+    t.succeeded("email:a", "ip:1")  # ... and was right
+    assert t.begin("email:a", "ip:1") == 0 and t.retry_after("ip:1") == 0
+
+
+def test_the_lock_doubles_after_each_further_failure(databases):
+    now = [1_000_000.0]
+    t = SignInThrottle(databases(), free=2, window=3600, clock=lambda: now[0])
+    assert [t.begin("email:a") for _ in range(2)] == [0, 0]
+    waits = []
+    for _ in range(3):
+        waits.append(t.begin("email:a"))
+        now[0] += waits[-1]
+        assert t.begin("email:a") == 0  # the lock is over: one more try, which fails
+    assert waits == [30, 60, 120]
 
 
 def test_keys_are_not_stored_and_old_rows_go(databases):
     now = [1_000_000.0]
     db = databases()
     t = SignInThrottle(db, free=1, window=60, base_lock=30, max_lock=30, clock=lambda: now[0])
-    t.begin("email:alice@example.org", "ip:10.1.2.3")
     t.begin("email:alice@example.org", "ip:10.1.2.3")  # locks the email until +30 s
     with db.session() as s:
         rows = s.scalars(select(SignInFailure)).all()
