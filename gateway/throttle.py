@@ -2,9 +2,10 @@
 
 The ``free``-th failure within ``window`` seconds locks a key for 30 s, so
 the next attempt is refused (429) whatever its password; each further failure
-after a lock doubles it, up to 15 minutes. A success clears the email's count. A source address (``ip:``) gets four times the budget, so
-colleagues behind one NAT do not lock each other out as easily as one
-account's guesser is stopped.
+after a lock doubles it, up to 15 minutes. A success clears the email's count.
+A source address (``ip:``) gets four times the budget, so colleagues behind
+one NAT do not lock each other out as easily as one account's guesser is
+stopped.
 
 The counts live in the index (``sign_in_failures``), not in memory: HTTP
 runs in several worker processes, and a guesser must not get a fresh budget
