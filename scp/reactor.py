@@ -31,6 +31,7 @@ import queue
 import select
 import ssl
 import threading
+import time
 from typing import Any
 
 from pynetdicom import evt
@@ -38,6 +39,10 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
+
+from gateway.metrics import REFUSALS
+from scp.admission import AdmissionGate
+from scp.pdu import PduLimits, PduRefused, PeerClosed, a_abort, read_pdu
 
 LOGGER = logging.getLogger("pynetdicom.dul")
 log = logging.getLogger(__name__)
@@ -53,9 +58,12 @@ class EventDUL(DULServiceProvider):
     _wake_w: int
     _activity: threading.Event
 
-    def _install(self, activity: threading.Event) -> None:
+    _limits: PduLimits
+
+    def _install(self, activity: threading.Event, limits: PduLimits) -> None:
         self._wake_r = self._wake_w = -1  # the pipe lives as long as the reactor thread
         self._activity = activity
+        self._limits = limits
         # a writer must never hit the fd number after close (it may be reused by a file)
         self._pipe_lock = threading.Lock()
 
@@ -75,6 +83,50 @@ class EventDUL(DULServiceProvider):
     def kill_dul(self) -> None:
         super().kill_dul()
         self._wake()
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom 3.0.4 ``DULServiceProvider._read_pdu_data`` with bounds (:mod:`scp.pdu`).
+
+        Until the A-ASSOCIATE-RQ is complete the PDU must arrive within the
+        ARTIM timer and be at most ``max_associate_rq_bytes``; after, a P-DATA-TF
+        PDU may be as long as the Maximum Length we advertised. Anything over a
+        bound, or of an unknown type, is answered with A-ABORT and the
+        connection is closed at once (nothing more is read from it).
+        """
+        wrapper = self.socket
+        raw = getattr(wrapper, "socket", None)
+        if raw is None:
+            self.event_queue.put("Evt17")
+            return
+        # Sta1 too: the first read may come before the DUL has acted on its Evt5 (connection open)
+        negotiating = self.state_machine.current_state in ("Sta1", "Sta2")
+        network = self.assoc.network_timeout
+        wait = self.artim_timer.remaining if negotiating else (network or 60)
+        try:
+            data = read_pdu(raw, self._limits, negotiating=negotiating,
+                            deadline=time.monotonic() + max(wait, 0.0), restore_timeout=network)
+        except PeerClosed:
+            wrapper.close()  # Evt17
+            return
+        except PduRefused as exc:
+            REFUSALS.labels(exc.kind).inc()
+            log.warning("aborted the association with %s: %s", self.assoc.requestor.address, exc)
+            try:
+                raw.settimeout(1)
+                raw.sendall(a_abort())
+            except OSError:
+                pass
+            wrapper.close()  # Evt17: the state machine ends the association
+            return
+        try:
+            pdu, event = self._decode_pdu(data)
+        except Exception as exc:
+            REFUSALS.labels("pdu_invalid").inc()
+            log.warning("invalid PDU from %s: %s", self.assoc.requestor.address, exc)
+            self.event_queue.put("Evt19")  # A-ABORT (PS3.8 9.2, AA-1 / AA-8)
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
 
     def _wait_for_work(self) -> None:
         if self.to_provider_queue.queue or self.event_queue.queue or self._kill_thread:
@@ -162,6 +214,13 @@ class EventAssociation(Association):
     """Acceptor association whose reactor waits for the DUL's signal instead of polling."""
 
     _activity: threading.Event
+    _gate: AdmissionGate
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._gate.left(self)
 
     def _run_reactor(self) -> None:
         # pynetdicom 3.0.4 Association._run_reactor, waiting instead of sleeping
@@ -214,14 +273,19 @@ class EventAssociation(Association):
                 return
 
 
-def make_event_driven(assoc: Association) -> Association:
-    """Switch a freshly created acceptor association (thread not started) to the event reactors."""
+def make_event_driven(assoc: Association, gate: AdmissionGate, limits: PduLimits) -> Association:
+    """Switch a freshly created acceptor association (thread not started) to the event reactors.
+
+    ``gate`` is told when the association's thread ends; ``limits`` bound the PDUs it reads.
+    """
     activity = threading.Event()
     assoc.__class__ = EventAssociation
     assoc._activity = activity  # type: ignore[attr-defined]
+    assoc._gate = gate  # type: ignore[attr-defined]
     dul = assoc.dul
     dul.__class__ = EventDUL
-    dul._install(activity)  # type: ignore[attr-defined]
-    # Thread.__init__ bound the original loop as the thread's target
+    dul._install(activity, limits)  # type: ignore[attr-defined]
+    # Thread.__init__ bound the original loops as the threads' targets
     dul._target = make_target(dul.run_reactor)  # type: ignore[attr-defined]
+    assoc._target = make_target(assoc.run_reactor)  # type: ignore[attr-defined]
     return assoc

@@ -215,3 +215,18 @@ def user_token(gw: Gateway, email: str, ttl: int | None = 3600) -> str:
         user = find_user(s, email)
         token, _ = issue_token(s, user_id=user.id, ttl=ttl)
     return token
+
+
+def worker_processes(gw: Gateway, role: str = "dimse") -> list:
+    """serve's workers of one side, by the name each gives itself (they are forked by the fork server)."""
+    import psutil
+
+    parent = psutil.Process(gw.proc.pid)
+    found = []
+    for p in parent.children(recursive=True):
+        try:
+            if p.name().startswith(f"dg-{role}-") and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
