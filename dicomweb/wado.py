@@ -191,11 +191,23 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
 # ---------------------------------------------------------------- frames
 @bp.get(f"{INSTANCE}/frames/<frame_list>")
 def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) -> Response:
-    from gateway.frames import (FrameDecodeError, FrameError, FrameOutOfRange, decoded_frames,
-                                frame_media_type, parse_frame_list, raw_frames)
+    """Frames as stored or decoded; the object is read by ranges (header + the frames), never whole.
 
+    Refused with 400: a malformed list, a number given twice, more than
+    ``max_frames_per_request`` numbers; 422: decoding that would need more
+    than ``max_render_pixels`` pixels (the frames as stored are not bounded
+    by it: they are their stored size).
+    """
+    from gateway.frames import (FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
+                                FrameTooLarge, decoded_frames, frame_media_type, parse_frame_list,
+                                raw_frames)
+
+    settings = _services().settings
     try:
-        numbers = parse_frame_list(frame_list)
+        numbers = parse_frame_list(frame_list, settings.max_frames_per_request)
+    except FrameListRefused as exc:
+        _refused("frame_list")
+        raise HttpError(400, str(exc)) from None
     except FrameError as exc:
         raise HttpError(400, str(exc)) from None
     if any(n < 1 for n in numbers):
@@ -215,16 +227,19 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
             break
     if want is None:
         raise HttpError(406, f"frames of this instance are available as {stored_type} or application/octet-stream")
-    data = svc.retrieve.read(ref)
     try:
-        if want == stored_type:
-            ts, chunks = raw_frames(data, numbers)
-            ctype = f"{stored_type}; transfer-syntax={ts}"
-        else:
-            _, chunks = decoded_frames(data, numbers)
-            ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        with svc.retrieve.file(ref) as fp:
+            if want == stored_type:
+                ts, chunks = raw_frames(fp, numbers)
+                ctype = f"{stored_type}; transfer-syntax={ts}"
+            else:
+                _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)
+                ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
+    except FrameTooLarge as exc:
+        _refused("render_pixels")
+        raise HttpError(422, str(exc)) from None
     except FrameDecodeError as exc:
         raise HttpError(406, f"the stored frames cannot be decoded: {exc}") from None
     except FrameError as exc:
@@ -233,6 +248,12 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
     boundary = new_boundary()
     body = write_parts([({"Content-Type": ctype}, [c]) for c in chunks], boundary)
     return Response(body, content_type=f'multipart/related; type="{want}"; boundary={boundary}')
+
+
+def _refused(kind: str) -> None:
+    from gateway.metrics import REFUSALS
+
+    REFUSALS.labels(kind).inc()
 
 
 # ---------------------------------------------------------------- rendered
@@ -274,7 +295,8 @@ def _window() -> tuple[float, float, str] | None:
 
 
 def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
-    from gateway.frames import FrameOutOfRange
+    """One frame rendered; 422 above ``max_render_pixels`` (checked before decoding), read by ranges."""
+    from gateway.frames import MAX_FRAME_NUMBER, FrameOutOfRange, FrameTooLarge
     from gateway.render import RenderError, render, thumbnail
 
     mtype = _image_type()
@@ -282,18 +304,24 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
     quality = request.args.get("quality", "90")
     if not quality.isdigit() or not 1 <= int(quality) <= 100:
         raise HttpError(400, "quality must be 1 to 100")
+    if frame > MAX_FRAME_NUMBER:
+        raise HttpError(400, f"frame number {str(frame)[:24]} is larger than any instance can have ({MAX_FRAME_NUMBER})")
     principal, sel = _select(account_id, study, series, sop)
     svc = _services()
     [ref] = sel.instances
-    data = svc.retrieve.read(ref)
+    max_pixels = svc.settings.max_render_pixels
     try:
-        if thumb:
-            image = thumbnail(data, media_type=mtype)
-        else:
-            image = render(data, frame=frame, media_type=mtype, viewport=viewport, window=window,
-                           quality=int(quality))
+        with svc.retrieve.file(ref) as fp:
+            if thumb:
+                image = thumbnail(fp, media_type=mtype, max_pixels=max_pixels)
+            else:
+                image = render(fp, frame=frame, media_type=mtype, viewport=viewport, window=window,
+                               quality=int(quality), max_pixels=max_pixels)
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
+    except FrameTooLarge as exc:
+        _refused("render_pixels")
+        raise HttpError(422, str(exc)) from None
     except RenderError as exc:
         # no pixels, or pixels we cannot decode: that representation cannot be given
         raise HttpError(406, str(exc)) from None

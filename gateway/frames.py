@@ -17,8 +17,14 @@ seekable binary file object) and never touches the database.
   PS3.18 Table 8.7.3-2 and its ``transfer-syntax`` parameter.
 
 Errors are :class:`FrameError` (a ``ValueError`` whose message can be put in
-an HTTP 400 body) and :class:`FrameOutOfRange` (frame numbers that the
-instance does not have: 404 by PS3.18).
+an HTTP 400 body), :class:`FrameOutOfRange` (frame numbers that the
+instance does not have: 404 by PS3.18) and :class:`FrameTooLarge` (decoding
+would need more pixels than ``max_pixels``: a small stored object can decode
+to gigabytes, so the decoded size is checked against the header *and* the
+frame's own codestream header before anything is decoded).
+
+Limits on what a caller may ask for live here (:func:`parse_frame_list`,
+:func:`check_decode_size`); the HTTP layer passes the configured values.
 """
 
 from __future__ import annotations
@@ -63,6 +69,22 @@ class FrameOutOfRange(FrameError):
 
 class FrameDecodeError(FrameError):
     """The stored pixel data could not be decoded (unsupported or corrupt)."""
+
+
+class FrameListRefused(FrameError):
+    """A frame list over a limit: too many numbers, one given twice, a number no instance can have."""
+
+
+class FrameTooLarge(FrameError):
+    """Decoding would need more pixels than allowed (``max_render_pixels``): HTTP 422."""
+
+
+#: the default bound on decoded pixels (Settings.max_render_pixels)
+DEFAULT_MAX_PIXELS = 40_000_000
+#: the default bound on frame numbers in one request (Settings.max_frames_per_request)
+DEFAULT_MAX_FRAMES = 256
+#: the largest frame number there can be: Number of Frames is an IS (PS3.5 6.2)
+MAX_FRAME_NUMBER = 2**31 - 1
 
 
 # -- media types (PS3.18 Table 8.7.3-2) -----------------------------------------
@@ -127,14 +149,38 @@ def frame_media_type(transfer_syntax_uid: str) -> tuple[str, str]:
 
 # -- frame numbers ----------------------------------------------------------------
 
-_FRAME_LIST = re.compile(r"^\s*\d+\s*(,\s*\d+\s*)*$")
+_FRAME_LIST = re.compile(r"^[ ]*[0-9]+[ ]*(,[ ]*[0-9]+[ ]*)*$", re.ASCII)
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """``"1,3,5"`` (the ``{framelist}`` path segment) -> ``[1, 3, 5]``; FrameError if malformed."""
-    if not text or not _FRAME_LIST.match(text):
-        raise FrameError(f"frame list {text!r} is not a comma-separated list of frame numbers")
-    return [int(part) for part in text.split(",")]
+def parse_frame_list(text: str, max_frames: int | None = DEFAULT_MAX_FRAMES) -> list[int]:
+    """``"1,3,5"`` (the ``{framelist}`` path segment) -> ``[1, 3, 5]``; FrameError if malformed.
+
+    Refused (FrameError): anything but ASCII digits, commas and spaces; more
+    than ``max_frames`` numbers (checked first, before any parsing); a number
+    above :data:`MAX_FRAME_NUMBER` (no instance can have it); a number given
+    twice (each costs a read or a decode, and ``1,1,1...`` multiplies one).
+    """
+    text = text or ""
+    if max_frames is not None and text.count(",") + 1 > max_frames:
+        raise FrameListRefused(
+            f"the frame list has {text.count(',') + 1} frame numbers; at most {max_frames} may be asked "
+            "for in one request (max_frames_per_request)"
+        )
+    if not _FRAME_LIST.match(text):
+        raise FrameError(f"frame list {text[:80]!r} is not a comma-separated list of frame numbers")
+    numbers: list[int] = []
+    seen: set[int] = set()
+    for part in text.split(","):
+        digits = part.strip().lstrip("0") or "0"
+        if len(digits) > len(str(MAX_FRAME_NUMBER)) or int(digits) > MAX_FRAME_NUMBER:
+            raise FrameListRefused(f"frame number {digits[:24]}{'...' if len(digits) > 24 else ''} is larger "
+                             f"than any instance can have ({MAX_FRAME_NUMBER})")
+        n = int(digits)
+        if n in seen:
+            raise FrameListRefused(f"frame {n} is asked for more than once in the frame list")
+        seen.add(n)
+        numbers.append(n)
+    return numbers
 
 
 def frame_count(ds: Dataset) -> int:
@@ -214,43 +260,85 @@ class PixelSource:
 
 
 def open_source(fp_or_bytes: bytes | bytearray | memoryview | BinaryIO) -> PixelSource:
-    """Parse the header (large values deferred) and locate the pixel data value."""
+    """Parse the header and locate the pixel data value, reading none of it.
+
+    The data set is read up to the Pixel Data element (``stop_before_pixels``),
+    whose header is then parsed here: an encapsulated value (undefined length)
+    is never scanned for its end, so with a ranged reader (see
+    ``RetrieveService.file``) a frame costs its own bytes plus the header,
+    not the object. Elements after the pixel data are not read. Pixel values
+    up to :data:`DEFER_SIZE` are read into memory. Deflated objects are read
+    whole (their offsets are in the inflated stream).
+    """
     if isinstance(fp_or_bytes, (bytes, bytearray, memoryview)):
         fp: BinaryIO = io.BytesIO(bytes(fp_or_bytes))
     else:
         fp = fp_or_bytes
     start = fp.tell()
-    ds = _dcmread(fp, DEFER_SIZE)
+    ds = _dcmread(fp, DEFER_SIZE, stop_before_pixels=True)
     ts = _transfer_syntax(ds)
-    tag = next((t for t in _PIXEL_TAGS if t in ds), None)
-    if tag is not None and ts.is_deflated and _is_deferred(ds.get_item(tag, keep_deferred=True)):
-        # A deferred offset points into the inflated stream, not into fp: read it all.
+    if ts.is_deflated:
         fp.seek(start)
         ds = _dcmread(fp, None)
-    if tag is None:
-        return PixelSource(fp, ds, ts, None, None, None, None, None, 0)
+        tag = next((t for t in _PIXEL_TAGS if t in ds), None)
+        if tag is None:
+            return PixelSource(fp, ds, ts, None, None, None, None, None, 0)
+        elem = ds.get_item(tag, keep_deferred=True)
+        value = ds[tag].value if isinstance(elem, RawDataElement) else elem.value
+        value = bytes(value or b"")
+        source = PixelSource(fp, ds, ts, tag, getattr(ds[tag], "VR", None), value, None, len(value), 0)
+        source.count = frame_count(ds)
+        return source
 
-    elem = ds.get_item(tag, keep_deferred=True)
-    vr = getattr(elem, "VR", None)
-    if _is_deferred(elem):
-        assert isinstance(elem, RawDataElement)
-        length = None if elem.length == _UNDEFINED_LENGTH else elem.length
-        source = PixelSource(fp, ds, ts, tag, vr, None, elem.value_tell, length, 0)
+    found = _pixel_element_header(fp, ts)
+    if found is None:
+        return PixelSource(fp, ds, ts, None, None, None, None, None, 0)
+    tag, vr, length, value_tell = found
+    # a stand-in for the element, so that "is there pixel data" questions see it
+    ds._dict[tag] = RawDataElement(_tag(tag), vr, _UNDEFINED_LENGTH if length is None else length, None,
+                                   value_tell, ts.is_implicit_VR, ts.is_little_endian)
+    if length is not None and length <= DEFER_SIZE:
+        value = fp.read(length)
+        if len(value) != length:
+            raise FrameError("the stored object ends inside its Pixel Data")
+        source = PixelSource(fp, ds, ts, tag, vr, value, None, length, 0)
     else:
-        value = elem.value
-        if isinstance(elem, RawDataElement) or not isinstance(value, (bytes, bytearray)):
-            value = ds[tag].value  # convert a raw element
-        if value is None:
-            value = b""
-        value = bytes(value)
-        source = PixelSource(fp, ds, ts, tag, vr, value, None, len(value), 0)
+        source = PixelSource(fp, ds, ts, tag, vr, None, value_tell, length, 0)
     source.count = frame_count(ds)
     return source
 
 
-def _dcmread(fp: BinaryIO, defer_size: int | None) -> Dataset:
+def _tag(value: int) -> Any:
+    from pydicom.tag import Tag
+
+    return Tag(value)
+
+
+def _pixel_element_header(fp: BinaryIO, ts: UID) -> tuple[int, str | None, int | None, int] | None:
+    """At the position ``stop_before_pixels`` left: (tag, VR, length or None, value offset), or None."""
+    head = fp.read(8)
+    if len(head) < 8:
+        return None
+    order = "little" if ts.is_little_endian else "big"
+    group, elem = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
+    tag = (group << 16) | elem
+    if tag not in _PIXEL_TAGS:
+        return None
+    if ts.is_implicit_VR:
+        vr = None
+        length = int.from_bytes(head[4:8], order)
+    else:
+        vr = head[4:6].decode("ascii", "replace")
+        rest = fp.read(4)
+        if len(rest) < 4:
+            raise FrameError("the stored object ends inside its Pixel Data element header")
+        length = int.from_bytes(rest, order)
+    return tag, vr, None if length == _UNDEFINED_LENGTH else length, fp.tell()
+
+
+def _dcmread(fp: BinaryIO, defer_size: int | None, stop_before_pixels: bool = False) -> Dataset:
     try:
-        return dcmread(fp, defer_size=defer_size)
+        return dcmread(fp, defer_size=defer_size, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         raise FrameError(f"the stored object is not a readable DICOM file: {exc}") from exc
 
@@ -261,10 +349,6 @@ def _transfer_syntax(ds: Dataset) -> UID:
     if not ts:
         raise FrameError("the stored object has no Transfer Syntax UID (0002,0010) in its File Meta")
     return UID(str(ts))
-
-
-def _is_deferred(elem: Any) -> bool:
-    return isinstance(elem, RawDataElement) and elem.value is None
 
 
 def _require_int(ds: Dataset, keyword: str) -> int:
@@ -423,21 +507,82 @@ def _encapsulated_frames(src: PixelSource, numbers: list[int]) -> list[bytes]:
 # -- decoded frames ---------------------------------------------------------------------
 
 
-def decode_frame(src: PixelSource, number: int) -> tuple[Any, dict[str, Any]]:
+def check_decode_size(src: PixelSource, frames: int, max_pixels: int | None) -> None:
+    """FrameTooLarge if ``frames`` frames of Rows x Columns exceed ``max_pixels`` (None: no bound)."""
+    if max_pixels is None:
+        return
+    rows, cols = _require_int(src.ds, "Rows"), _require_int(src.ds, "Columns")
+    _check_pixels(rows, cols, frames, max_pixels, "")
+
+
+def _check_pixels(rows: int, cols: int, frames: int, max_pixels: int, what: str) -> None:
+    pixels = rows * cols * frames
+    if pixels > max_pixels:
+        per = f"{frames} frames of " if frames != 1 else ""
+        raise FrameTooLarge(
+            f"decoding {per}{rows} x {cols}{what} needs {pixels:,} pixels, more than the "
+            f"{max_pixels:,} pixels this gateway decodes per request (max_render_pixels)"
+        )
+
+
+def codestream_size(ts: UID, frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a compressed frame says it decodes to (JPEG, JPEG-LS, JPEG 2000), or None.
+
+    The decoders allocate what the codestream says, whatever Rows and
+    Columns say, so a lying header must be caught here.
+    """
+    if frame[:2] == b"\xff\xd8":  # JPEG / JPEG-LS: SOFn
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        info = _get_jpg_parameters(frame)
+        if info.get("height") is not None and info.get("width") is not None:
+            return int(info["height"]), int(info["width"])
+        return None
+    offset = 0
+    if frame[:8] == b"\x00\x00\x00\x0cjP  ":  # a JP2 file: find the jp2c box
+        offset = frame.find(b"jp2c")
+        if offset < 0:
+            return None
+        offset += 4
+    if frame[offset : offset + 4] == b"\xff\x4f\xff\x51" and len(frame) >= offset + 24:  # SOC, SIZ
+        x, y, x0, y0 = (int.from_bytes(frame[offset + i : offset + i + 4], "big") for i in (8, 12, 16, 20))
+        return max(0, y - y0), max(0, x - x0)
+    return None
+
+
+def decode_frame(src: PixelSource, number: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Any, dict[str, Any]]:
     """Decode frame *number* (1-based, already range-checked) -> (ndarray, pixel properties).
 
     YBR_FULL / YBR_FULL_422 become RGB (pydicom's conversion); the properties
     dict is pydicom's (``photometric_interpretation``, ``bits_allocated``, ...).
+    More than ``max_pixels`` (by the header or the frame's codestream) raises
+    :class:`FrameTooLarge` before decoding. An encapsulated frame is read
+    alone and decoded from a one-frame buffer, so the decoder never walks the
+    other frames.
     """
+    from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder
 
+    check_decode_size(src, 1, max_pixels)
     try:
         decoder = get_decoder(src.transfer_syntax)
     except NotImplementedError:
         raise FrameDecodeError(f"pixel data in {src.transfer_syntax.name} cannot be decoded") from None
     opts = src.pixel_options()
+    source: bytes | BinaryIO
+    index = number - 1
+    if src.encapsulated:
+        [frame] = _encapsulated_frames(src, [number])
+        size = codestream_size(src.transfer_syntax, frame)
+        if size is not None and max_pixels is not None:
+            _check_pixels(size[0], size[1], 1, max_pixels, " (as its compressed frame says)")
+        source, index = encapsulate([frame]), 0
+        opts["number_of_frames"] = 1
+        opts.pop("extended_offsets", None)
+    else:
+        source = src.decoder_source()
     try:
-        arr, props = decoder.as_array(src.decoder_source(), index=number - 1, **opts)
+        arr, props = decoder.as_array(source, index=index, **opts)
     except FrameError:
         raise
     except Exception as exc:  # plugins raise anything: RuntimeError, ValueError, ImportError...
@@ -447,8 +592,12 @@ def decode_frame(src: PixelSource, number: int) -> tuple[Any, dict[str, Any]]:
     return arr, props
 
 
-def decoded_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[dict, list[bytes]]:
+def decoded_frames(
+    fp_or_bytes: bytes | BinaryIO, numbers: list[int], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[dict, list[bytes]]:
     """Decode the frames to native little-endian pixel bytes, one frame at a time.
+
+    All the frames together may need at most ``max_pixels`` (FrameTooLarge).
 
     Returns ``(info, frames)``; ``info`` has ``rows``, ``columns``,
     ``samples_per_pixel``, ``bits_allocated`` (of the decoded samples: 8 for
@@ -461,10 +610,11 @@ def decoded_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[d
     numbers = check_frame_numbers(list(numbers), src.count)
     if src.pixel_tag is None:
         raise FrameOutOfRange("the instance has no pixel data, so no frames")
+    check_decode_size(src, len(numbers), max_pixels)
     frames: list[bytes] = []
     info: dict[str, Any] = {}
     for n in numbers:
-        arr, props = decode_frame(src, n)
+        arr, props = decode_frame(src, n, max_pixels)
         le = arr.dtype.newbyteorder("<")
         if arr.dtype != le:
             arr = arr.astype(le)

@@ -16,6 +16,14 @@ pipeline of PS3.3 C.11 (Modality LUT -> VOI LUT -> Presentation):
    COLOR goes through its palette;
 4. optional ``viewport`` scaling (fit inside, aspect kept), then JPEG / PNG.
 
+Memory: a frame of more than ``max_pixels`` is refused before it is decoded
+(:class:`~gateway.frames.FrameTooLarge`). The decoded frame is the only
+full-size array: when the viewport is much smaller it is first subsampled
+(a strided view: whole stored pixel values, so LUTs stay exact), and the
+LUTs / window run over strips of rows in float32 straight into the 8-bit
+output, so the working memory is about the decoded frame plus one byte
+(three for colour) per output pixel.
+
 Nothing here touches the database; the caller streams the returned bytes.
 """
 
@@ -27,16 +35,22 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gateway.frames import (
+    DEFAULT_MAX_PIXELS,
     FrameDecodeError,
     FrameError,
     FrameOutOfRange,
+    FrameTooLarge,
     PixelSource,
+    check_decode_size,
     check_frame_numbers,
     decode_frame,
     open_source,
 )
 
-__all__ = ["RenderError", "FrameOutOfRange", "render", "thumbnail", "RENDER_MEDIA_TYPES"]
+__all__ = ["RenderError", "FrameOutOfRange", "FrameTooLarge", "render", "thumbnail", "RENDER_MEDIA_TYPES"]
+
+#: pixels per strip of the LUT / window pipeline (float32: 1 MB a strip)
+STRIP_PIXELS = 1 << 18
 
 RENDER_MEDIA_TYPES = ("image/jpeg", "image/png")
 MAX_VIEWPORT = 8192  # pixels per side; bigger requests are refused rather than allocated
@@ -55,6 +69,7 @@ def render(
     viewport: tuple[int, int] | None = None,
     window: tuple[float, float, str] | None = None,
     quality: int = 90,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """Frame ``frame`` (1-based) of the instance, rendered as ``media_type`` bytes.
 
@@ -64,7 +79,8 @@ def render(
     ``quality`` (1-100) applies to JPEG. Raises :class:`RenderError` for a
     bad argument, an instance without pixel data or pixel data that cannot be
     decoded, and :class:`~gateway.frames.FrameOutOfRange` for a frame the
-    instance does not have.
+    instance does not have, and :class:`~gateway.frames.FrameTooLarge` (not a
+    RenderError) for a frame of more than ``max_pixels`` pixels.
     """
     fmt = _check_media_type(media_type)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
@@ -77,17 +93,20 @@ def render(
     if isinstance(frame, bool) or not isinstance(frame, int):
         raise RenderError(f"frame number {frame!r} is not an integer")
     check_frame_numbers([frame], src.count)  # FrameOutOfRange
-    image = _to_8bit(src, frame, window)
+    image = _to_8bit(src, frame, window, viewport, max_pixels)
     return _encode(image, fmt, viewport, quality)
 
 
-def thumbnail(fp_or_bytes: bytes | BinaryIO, *, media_type: str = "image/jpeg", size: int = 128) -> bytes:
+def thumbnail(
+    fp_or_bytes: bytes | BinaryIO, *, media_type: str = "image/jpeg", size: int = 128,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> bytes:
     """The middle frame (frame 1 of a single frame), fit inside ``size`` x ``size``."""
     fmt = _check_media_type(media_type)
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_VIEWPORT:
         raise RenderError(f"thumbnail size {size!r} is not an integer from 1 to {MAX_VIEWPORT}")
     src = _open(fp_or_bytes)
-    image = _to_8bit(src, (src.count + 1) // 2, None)
+    image = _to_8bit(src, (src.count + 1) // 2, None, (size, size), max_pixels)
     return _encode(image, fmt, (size, size), 85)
 
 
@@ -144,13 +163,20 @@ def _open(fp_or_bytes: bytes | BinaryIO) -> PixelSource:
 # -- pixels -> 8 bits -----------------------------------------------------------------
 
 
-def _to_8bit(src: PixelSource, frame: int, window: tuple[float, float, str] | None) -> np.ndarray:
+def _to_8bit(
+    src: PixelSource, frame: int, window: tuple[float, float, str] | None,
+    viewport: tuple[int, int] | None, max_pixels: int | None,
+) -> np.ndarray:
     try:
-        arr, props = decode_frame(src, frame)
+        check_decode_size(src, 1, max_pixels)
+        arr, props = decode_frame(src, frame, max_pixels)
+    except FrameTooLarge:
+        raise
     except FrameDecodeError as exc:
         raise RenderError(str(exc)) from exc
     except FrameError as exc:
         raise RenderError(str(exc)) from exc
+    arr = _subsample(arr, viewport)
     ds = src.ds
     photometric = str(props.get("photometric_interpretation") or ds.get("PhotometricInterpretation", "")).strip()
     samples = arr.shape[2] if arr.ndim == 3 else 1
@@ -163,45 +189,91 @@ def _to_8bit(src: PixelSource, frame: int, window: tuple[float, float, str] | No
         raise RenderError(f"{samples} samples per pixel ({photometric}) cannot be rendered")
     out = _grayscale(arr, _frame_view(ds, frame - 1), window)
     if photometric == "MONOCHROME1":
-        out = 255 - out
+        np.subtract(255, out, out=out)
+    return out
+
+
+def _subsample(arr: np.ndarray, viewport: tuple[int, int] | None) -> np.ndarray:
+    """Every k-th row and column when the viewport is over 4x smaller (at least 2x the viewport is kept).
+
+    A view of stored values (no copy, no interpolation), so the LUTs that
+    follow give exactly what they would at full size; the final resize
+    (Lanczos) does the filtering.
+    """
+    if viewport is None or arr.ndim < 2:
+        return arr
+    rows, cols = arr.shape[0], arr.shape[1]
+    scale = min(viewport[0] / cols, viewport[1] / rows)
+    k = int(1 / (2 * scale)) if scale > 0 else 1
+    if k < 2:
+        return arr
+    return arr[::k, ::k]
+
+
+def _strips(arr: np.ndarray, fn: Any, out_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``fn`` over strips of rows of ``arr`` into one uint8 array (each strip's temporaries are small)."""
+    out = np.empty(out_shape or arr.shape[:2] + arr.shape[2:], dtype=np.uint8)
+    rows = arr.shape[0]
+    per_row = max(1, int(np.prod(arr.shape[1:])))
+    step = max(1, STRIP_PIXELS // per_row)
+    for r0 in range(0, rows, step):
+        out[r0 : r0 + step] = fn(arr[r0 : r0 + step])
     return out
 
 
 def _palette(arr: np.ndarray, ds: Any) -> np.ndarray:
     from pydicom.pixels import apply_color_lut
 
-    try:
-        rgb = apply_color_lut(arr, ds)
-    except Exception as exc:  # missing/invalid LUT elements
-        raise RenderError(f"the PALETTE COLOR lookup tables cannot be applied: {exc}") from exc
-    if rgb.dtype != np.uint8:
-        rgb = (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else _scale_to_8bit(rgb)
-    return np.ascontiguousarray(rgb[..., :3])
+    def strip(part: np.ndarray) -> np.ndarray:
+        try:
+            rgb = apply_color_lut(part, ds)
+        except Exception as exc:  # missing/invalid LUT elements
+            raise RenderError(f"the PALETTE COLOR lookup tables cannot be applied: {exc}") from exc
+        if rgb.dtype == np.uint8:
+            return rgb[..., :3]
+        if rgb.dtype == np.uint16:
+            return (rgb[..., :3] >> 8).astype(np.uint8)
+        raise RenderError(f"the PALETTE COLOR lookup tables give {rgb.dtype} values")
+
+    return _strips(arr, strip, arr.shape[:2] + (3,))
 
 
 def _color(arr: np.ndarray, photometric: str, bits_stored: int) -> np.ndarray:
     if photometric.startswith("YBR") and photometric not in ("YBR_ICT", "YBR_RCT"):
         from pydicom.pixels import convert_color_space
 
-        try:
-            arr = convert_color_space(arr, photometric, "RGB")
-        except Exception as exc:
-            raise RenderError(f"{photometric} cannot be converted to RGB: {exc}") from exc
+        def convert(part: np.ndarray) -> np.ndarray:
+            try:
+                return convert_color_space(np.ascontiguousarray(part), photometric, "RGB")
+            except Exception as exc:
+                raise RenderError(f"{photometric} cannot be converted to RGB: {exc}") from exc
+
+        if arr.dtype == np.uint8:
+            return _strips(arr, convert)
+        arr = np.concatenate([convert(arr[r : r + 512]) for r in range(0, arr.shape[0], 512)])
     elif photometric not in ("RGB", "YBR_ICT", "YBR_RCT", ""):
         raise RenderError(f"photometric interpretation {photometric} cannot be rendered")
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
     if arr.dtype.kind == "u" and 8 < bits_stored <= arr.dtype.itemsize * 8:
-        return (arr >> (bits_stored - 8)).astype(np.uint8)
+        shift = bits_stored - 8
+        return _strips(arr, lambda part: (part >> shift).astype(np.uint8))
     return _scale_to_8bit(arr)
 
 
 def _scale_to_8bit(arr: np.ndarray) -> np.ndarray:
-    x = arr.astype(np.float32)
-    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    """min..max -> 0..255, in float32 strips (min and max taken on the array itself, no copy)."""
+    lo, hi = _finite_range(arr)
     if not hi > lo:
         return np.zeros(arr.shape, dtype=np.uint8)
-    return _round8((x - lo) * (255.0 / (hi - lo)))
+    k = 255.0 / (hi - lo)
+    return _strips(arr, lambda part: _round8((part.astype(np.float32) - lo) * k))
+
+
+def _finite_range(arr: np.ndarray) -> tuple[float, float]:
+    if arr.dtype.kind == "f":
+        return float(np.nanmin(arr)), float(np.nanmax(arr))
+    return float(arr.min()), float(arr.max())
 
 
 def _frame_view(ds: Any, index: int) -> Any:
@@ -240,27 +312,42 @@ def _frame_view(ds: Any, index: int) -> Any:
 
 
 def _grayscale(arr: np.ndarray, ds: Any, window: tuple[float, float, str] | None) -> np.ndarray:
+    """Modality LUT, then the VOI, strip by strip (the full-size array is only ``arr`` itself)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    if arr.dtype.kind in "ui":
+    def modality(part: np.ndarray) -> np.ndarray:
+        if arr.dtype.kind not in "ui":
+            return part
         try:
-            arr = apply_modality_lut(arr, ds)
+            return apply_modality_lut(part, ds)
         except Exception as exc:
             raise RenderError(f"the Modality LUT / rescale cannot be applied: {exc}") from exc
-    x = arr.astype(np.float32, copy=False)
+
+    after = modality(arr[:1, :1]).dtype  # what the Modality LUT makes of these values
 
     if window is None:
         window = _dataset_window(ds)
     if window is not None:
-        return _apply_window(x, *window)
-    if "VOILUTSequence" in ds and arr.dtype.kind in "ui":
+        center, width, function = window
+        return _strips(arr, lambda part: _apply_window(modality(part).astype(np.float32, copy=False),
+                                                       center, width, function))
+    if "VOILUTSequence" in ds and after.kind in "ui":
         try:
-            out = apply_voi_lut(arr, ds, prefer_lut=True)
             bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            return _round8(out.astype(np.float32) * (255.0 / (2**bits - 1)))
+            k = 255.0 / (2**bits - 1)
+            return _strips(arr, lambda part: _round8(
+                apply_voi_lut(modality(part), ds, prefer_lut=True).astype(np.float32) * k))
         except Exception:
             pass  # a broken VOI LUT: fall back to min..max
-    return _scale_to_8bit(x)
+    if after == arr.dtype:  # no rescale: min..max of the array itself
+        lo, hi = _finite_range(arr)
+    else:
+        ranges = [_finite_range(modality(arr[r : r + 256])) for r in range(0, arr.shape[0], 256)]
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    if not hi > lo:
+        return np.zeros(arr.shape[:2], dtype=np.uint8)
+    k = 255.0 / (hi - lo)
+    return _strips(arr, lambda part: _round8((modality(part).astype(np.float32, copy=False) - lo) * k))
 
 
 def _dataset_window(ds: Any) -> tuple[float, float, str] | None:

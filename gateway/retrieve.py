@@ -9,8 +9,9 @@ is reported exactly like what does not exist.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from sqlalchemy import select
 
@@ -106,6 +107,15 @@ class RetrieveService:
     def read(self, ref: InstanceRef) -> bytes:
         return b"".join(self.open(ref))
 
+    def file(self, ref: InstanceRef, buffer_size: int = 256 << 10) -> BinaryIO:
+        """A seekable, read-only file over the stored object that reads by ranges.
+
+        Only the bytes read (in blocks of at least ``buffer_size``) are
+        fetched from the store, so a parser that seeks (``/frames``,
+        ``/rendered``) costs the header and the frames it reads, not the object.
+        """
+        return RangeFile(self.store, ref.object_key, ref.size, buffer_size)  # type: ignore[return-value]
+
     def record(self, principal: Principal, account_id: str, refs: list[InstanceRef], how: str,
                detail: dict | None = None) -> None:
         """One audit entry per study touched: who, what, when, how many instances."""
@@ -153,3 +163,65 @@ class RetrieveService:
                           and "sensitive" in decision.reason else "destination has no consent for this account")
                 return None, reason
             return (provider.host, provider.port), ""
+
+
+class RangeFile(io.RawIOBase):
+    """A seekable file over ``store.open(key, start, end)`` range reads, with one read-ahead block.
+
+    Not an ``io.BufferedReader`` on purpose: pydicom takes those for files on
+    disk and asks for their ``name``.
+    """
+
+    def __init__(self, store: ObjectStore, key: str, size: int, block: int = 256 << 10) -> None:
+        super().__init__()
+        self.store, self.key, self.size, self.block = store, key, size, block
+        self.pos = 0
+        self._buf, self._buf_start = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self.pos + size)
+        if end <= self.pos:
+            return b""
+        lo, hi = self._buf_start, self._buf_start + len(self._buf)
+        if lo <= self.pos and end <= hi:
+            data = self._buf[self.pos - lo : end - lo]
+        elif end - self.pos >= self.block:  # a large read: straight from the store, not kept
+            data = self._fetch(self.pos, end)
+        else:
+            self._buf, self._buf_start = self._fetch(self.pos, min(self.size, self.pos + self.block)), self.pos
+            data = self._buf[: end - self.pos]
+        self.pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        chunks = self.store.open(self.key, start, end)
+        try:
+            return b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()

@@ -14,8 +14,12 @@ from pydicom.pixels import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from gateway.frames import (
+    MAX_FRAME_NUMBER,
     FrameError,
+    FrameListRefused,
     FrameOutOfRange,
+    FrameTooLarge,
+    codestream_size,
     decoded_frames,
     frame_count,
     frame_media_type,
@@ -126,9 +130,30 @@ def test_frame_count():
 def test_parse_frame_list():
     assert parse_frame_list("1") == [1]
     assert parse_frame_list("1,3, 5") == [1, 3, 5]
-    for bad in ("", "a", "1,,2", "1;2", "-1", "1.5"):
+    for bad in ("", "a", "1,,2", "1;2", "-1", "1.5", "\u0661", "1,\uff12"):  # int() takes non-ASCII digits
         with pytest.raises(FrameError):
             parse_frame_list(bad)
+
+
+def test_parse_frame_list_limits():
+    assert parse_frame_list(",".join(str(n) for n in range(1, 257))) == list(range(1, 257))
+    assert parse_frame_list(str(MAX_FRAME_NUMBER)) == [MAX_FRAME_NUMBER]
+    assert parse_frame_list("007") == [7]
+    refused = {
+        ",".join(str(n) for n in range(1, 258)): "at most 256",  # the default max_frames_per_request
+        ",".join(["1"] * 500): "at most 256",
+        "1,2,1": "more than once",
+        "3,03": "more than once",
+        str(MAX_FRAME_NUMBER + 1): "larger than any",
+        "99999999999999999999": "larger than any",
+        "9" * 5000: "larger than any",  # int() of 5000 digits raises ValueError
+    }
+    for text, words in refused.items():
+        with pytest.raises(FrameListRefused, match=words):
+            parse_frame_list(text)
+    with pytest.raises(FrameListRefused, match="at most 3"):
+        parse_frame_list("1,2,3,4", max_frames=3)
+    assert parse_frame_list(",".join(str(n) for n in range(1, 1001)), max_frames=None)[-1] == 1000
 
 
 @pytest.mark.parametrize(
@@ -361,3 +386,79 @@ def test_float_pixel_data():
     assert raw_frames(data, [2])[1] == [values[1].tobytes()]
     info, decoded = decoded_frames(data, [1])
     assert decoded == [values[0].tobytes()] and info["dtype"] == "<f4"
+
+
+# -- bounds on decoding (issue 11) ---------------------------------------------------------------
+
+
+def _rle_constant(rows: int, cols: int) -> bytes:
+    """An 8-bit RLE image of one grey, 2 bytes per 128 pixels: a tiny object that decodes to rows x cols."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    header = (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + bytes(56)
+    ds.PixelData = encapsulate([header + b"\x81\x07" * (cols // 128) * rows])
+    ds["PixelData"].VR = "OB"
+    return _save(ds)
+
+
+def test_decoding_more_than_max_pixels_is_refused_before_decoding():
+    data = _rle_constant(8192, 8192)  # 67 Mpixels in 1 MB
+    with pytest.raises(FrameTooLarge, match=r"8192 x 8192 needs 67,108,864 pixels.*max_render_pixels"):
+        decoded_frames(data, [1])  # the default bound: 40,000,000
+    with pytest.raises(FrameTooLarge):
+        decoded_frames(data, [1], max_pixels=1000)
+    small = _rle_constant(256, 256)
+    info, [frame] = decoded_frames(small, [1], max_pixels=256 * 256)
+    assert frame == b"\x07" * 65536
+    # the bound counts every frame asked for
+    data, _, _ = _multiframe_rle("basic")
+    decoded_frames(data, [1, 2], max_pixels=2 * 400 * 400)
+    with pytest.raises(FrameTooLarge, match="3 frames of 400 x 400"):
+        decoded_frames(data, [1, 2, 3], max_pixels=2 * 400 * 400)
+
+
+def _j2k_header(width: int, height: int) -> bytes:
+    """SOC + the start of a SIZ marker segment (enough for the size; not a decodable codestream)."""
+    siz = (b"\xff\x51" + (41).to_bytes(2, "big") + b"\x00\x00" + width.to_bytes(4, "big") + height.to_bytes(4, "big")
+           + bytes(8) + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes(8) + b"\x00\x01\x07\x01\x01")
+    return b"\xff\x4f" + siz + b"\xff\xd9"
+
+
+def test_a_codestream_larger_than_its_header_is_refused():
+    """Decoders allocate what the codestream says: a 16 x 16 header over a 30000 x 30000 J2K frame is caught."""
+    assert codestream_size(None, _j2k_header(30000, 20000)) == (20000, 30000)  # type: ignore[arg-type]
+    jpeg = _read("SC_rgb_jpeg_dcmtk.dcm")
+    from pydicom.encaps import generate_frames as frames_of
+
+    first = next(frames_of(jpeg.PixelData, number_of_frames=1))
+    assert codestream_size(None, first) == (jpeg.Rows, jpeg.Columns)  # type: ignore[arg-type]
+    assert codestream_size(None, b"not a codestream") is None  # type: ignore[arg-type]
+
+    ds = _read("MR_small_jp2klossless.dcm")
+    ds.PixelData = encapsulate([_j2k_header(30000, 30000)])
+    data = _save(ds)
+    with pytest.raises(FrameTooLarge, match="30000 x 30000 .as its compressed frame says"):
+        decoded_frames(data, [1])
+
+
+def test_an_encapsulated_frame_is_read_without_scanning_the_rest():
+    """The header parse stops at Pixel Data: an undefined-length value is not walked to find its end.
+
+    (pydicom's own deferred read walked only item headers, so this held
+    before too; it guards the ranged reader, where each walk step is a fetch.)
+    """
+    for offsets in ("basic", "extended"):
+        data, encoded, arr = _multiframe_rle(offsets)
+        reader = CountingReader(data)
+        _, frames = raw_frames(reader, [1])
+        assert frames == [encoded[0]]
+        assert reader.bytes_read < len(encoded[0]) + 64 * 1024, offsets

@@ -298,3 +298,69 @@ def test_render_timing():
         elapsed = (time.perf_counter() - start) / runs
         print(f"\nrender {label}: {elapsed * 1000:.1f} ms, {len(out)} bytes")
         assert out
+
+
+# -- bounds on memory (issue 11) -----------------------------------------------------------------
+
+
+def _big_ct(side: int) -> bytes:
+    """CT_small (Rescale -1024, a stored window) grown to side x side 16-bit pixels."""
+    ds = _read("CT_small.dcm")
+    arr = (np.arange(side * side, dtype=np.int32) % 3000 - 1000).astype(np.int16).reshape(side, side)
+    ds.Rows = ds.Columns = side
+    ds.PixelData = arr.tobytes()
+    return _save(ds)
+
+
+def test_more_than_max_pixels_is_refused_before_decoding():
+    from gateway.frames import FrameTooLarge
+
+    data = _big_ct(512)
+    with pytest.raises(FrameTooLarge, match=r"512 x 512 needs 262,144 pixels, more than the 100,000"):
+        render(data, max_pixels=100_000)
+    with pytest.raises(FrameTooLarge):
+        thumbnail(data, max_pixels=100_000)
+    assert _image(render(data, max_pixels=512 * 512)).size == (512, 512)
+    assert _image(render(data, max_pixels=None)).size == (512, 512)
+
+
+@pytest.mark.parametrize("window", [None, (40.0, 400.0, "LINEAR"), (40.0, 400.0, "SIGMOID")])
+def test_working_memory_is_a_few_bytes_per_pixel(window):
+    """16-bit CT with a rescale: it was ~31 bytes per pixel (float64 Modality LUT, float copies)."""
+    import tracemalloc
+
+    side = 2048
+    data = _big_ct(side)
+    tracemalloc.start()
+    try:
+        render(data, media_type="image/png", window=window)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * side * side, f"{peak / side / side:.1f} bytes per pixel"
+
+
+def test_strips_give_the_same_image(monkeypatch):
+    """The LUT / window run strip by strip; the strip size must not change a pixel."""
+    import gateway.render as render_module
+
+    for name, kwargs in (("CT_small.dcm", {}), ("CT_small.dcm", {"window": (0.0, 300.0, "LINEAR_EXACT")}),
+                         ("MR_small.dcm", {}), ("examples_palette.dcm", {}), ("examples_ybr_color.dcm", {})):
+        whole = _pixels(render(_bytes(name), media_type="image/png", **kwargs))
+        monkeypatch.setattr(render_module, "STRIP_PIXELS", 1000)  # a few rows a strip
+        strips = _pixels(render(_bytes(name), media_type="image/png", **kwargs))
+        monkeypatch.undo()
+        assert np.array_equal(whole, strips), name
+
+
+def test_small_viewport_subsamples_before_the_luts():
+    """A viewport over 4x smaller: every k-th stored value (a view, no copy) goes through the LUTs."""
+    from gateway.render import _subsample
+
+    arr = np.arange(2048 * 1024, dtype=np.int16).reshape(1024, 2048)
+    small = _subsample(arr, (64, 64))  # scale 1/32: k = 16, 128 x 64 kept for the final Lanczos
+    assert small.shape == (64, 128) and np.shares_memory(small, arr)
+    assert small[1, 1] == arr[16, 16]
+    assert _subsample(arr, (1024, 1024)) is arr  # scale 1/2: left to the resize
+    assert _subsample(arr, None) is arr
+    assert _image(render(_big_ct(2048), media_type="image/png", viewport=(64, 64))).size == (64, 64)
