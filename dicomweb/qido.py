@@ -7,7 +7,8 @@ from flask import Blueprint, Response, current_app, json, request
 from dicomweb.dicomjson import result_json
 from dicomweb.media import MediaTypeError, parse_accept
 from gateway.httpauth import HttpError, principal_from_request, service_errors
-from gateway.query import MAX_LIMIT, Query, QueryError, keyword_of
+from gateway.numbers import INT64_MAX, NumberError, parse_int
+from gateway.query import DEFAULT_LIMIT, MAX_LIMIT, Query, QueryError, keyword_of
 from gateway.services import Services
 
 bp = Blueprint("qido", __name__)
@@ -30,14 +31,13 @@ def _check_accept() -> None:
     raise HttpError(406, "QIDO-RS answers application/dicom+json only")
 
 
-def _int(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
+def _int(name: str, default: int, minimum: int, maximum: int) -> int:
     try:
-        return int(raw)
-    except ValueError:
-        raise HttpError(400, f"{name} must be a whole number, not {raw!r}") from None
+        value = parse_int(request.args.get(name), name, minimum=minimum, maximum=maximum, default=default)
+    except NumberError as exc:
+        raise HttpError(400, str(exc)) from None
+    assert value is not None
+    return value
 
 
 def parse_query(level: str, study: str | None = None, series: str | None = None) -> Query:
@@ -62,12 +62,8 @@ def parse_query(level: str, study: str | None = None, series: str | None = None)
     if fuzzy not in ("true", "false"):
         raise HttpError(400, "fuzzymatching must be true or false")
     q.fuzzy = fuzzy == "true"
-    q.limit = _int("limit", 100)
-    q.offset = _int("offset", 0)
-    if not 0 < q.limit <= MAX_LIMIT:
-        raise HttpError(400, f"limit must be between 1 and {MAX_LIMIT}")
-    if q.offset < 0:
-        raise HttpError(400, "offset must not be negative")
+    q.limit = _int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    q.offset = _int("offset", 0, 0, INT64_MAX)
     return q
 
 

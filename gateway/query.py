@@ -28,6 +28,7 @@ from gateway.access import NotVisible, require  # noqa: F401  (NotVisible re-exp
 from gateway.db import Database
 from gateway.db.models import Instance, Patient, Series, Study
 from gateway.dicomfile import normalise_name
+from gateway.numbers import INT32_MAX, INT32_MIN, NumberError, parse_int
 from storage.keys import is_valid_uid
 
 LEVELS = ("study", "series", "instance")
@@ -204,11 +205,12 @@ class QueryService:
             return column.in_(uids) if len(uids) > 1 else column == uids[0]
         if vr in ("DA", "TM"):
             return _range(column, value, vr, keyword)
-        if vr in ("IS", "US"):
+        if vr in ("IS", "US"):  # PS3.5 6.2: IS is a signed 32-bit value, US unsigned 16-bit
+            lo, hi = (INT32_MIN, INT32_MAX) if vr == "IS" else (0, 65535)
             try:
-                return column == int(value)
-            except ValueError:
-                raise QueryError(f"{keyword} must be a number, not {value!r}") from None
+                return column == parse_int(value.strip(" "), keyword, minimum=lo, maximum=hi)
+            except NumberError as exc:
+                raise QueryError(str(exc)) from None
         if vr == "PN":
             return _person_name(column, value, q.fuzzy, keyword)
         if "*" in value or "?" in value:
