@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consent.decision import AccountRef, Principal
 from consent.providers import ConsentError, validate_ae_title
 from gateway import audit
-from gateway.auth import hash_password
+from gateway.auth import NO_PASSWORD, PasswordError, check_password, hash_password
 from gateway.db.base import utcnow
 from gateway.db.models import Account, User
 
@@ -30,19 +30,45 @@ def normalise_email(email: str) -> str:
 
 
 def create_user(session: Session, email: str, password: str) -> User:
+    """A user who signs in with ``password``; a user someone already shared with (no password yet)
+    is this user, so the shares waiting for the email hold from now on."""
     email = normalise_email(email)
-    if session.scalar(select(User).where(User.email == email)) is not None:
+    try:
+        check_password(password)
+    except PasswordError as exc:
+        raise AccountError(str(exc)) from None
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None and has_password(user):
         raise AccountError(f"a user with email {email} already exists")
-    if not password:
-        raise AccountError("the password is empty")
-    user = User(id=f"usr_{secrets.token_hex(8)}", email=email, password_hash=hash_password(password), created_at=utcnow())
-    session.add(user)
+    if user is None:
+        user = User(id=f"usr_{secrets.token_hex(8)}", email=email, created_at=utcnow())
+        session.add(user)
+    user.password_hash = hash_password(password)
     session.flush()
     return user
 
 
+def has_password(user: User) -> bool:
+    return user.password_hash != NO_PASSWORD
+
+
+def user_for_share(session: Session, email: str) -> User:
+    """The user an email names, made without a password when there is none yet: a share to an
+    unknown email is granted like any other (answering otherwise would tell who has an account here)
+    and waits for the person to be given a password (``dicomgate user create`` / ``account create``)."""
+    email = normalise_email(email)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(id=f"usr_{secrets.token_hex(8)}", email=email, password_hash=NO_PASSWORD, created_at=utcnow())
+        session.add(user)
+        session.flush()
+    return user
+
+
 def find_user(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == normalise_email(email)))
+    """A user who can sign in (not one only waiting for a password)."""
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    return user if user is not None and has_password(user) else None
 
 
 def _random_ae() -> str:

@@ -19,12 +19,14 @@ from gateway.auth import issue_token
 from gateway.db.models import Account
 from gateway.erasure import ErasureError, delete_account, delete_study, receipt
 from gateway.access import require
+from gateway.numbers import NumberError, parse_int
 from gateway.httpauth import HttpError, principal_from_request, service_errors, sign_in
 from gateway.openapi import api_route, document
 from gateway.services import Services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_JSON = 64 << 10
+AUDIT_MAX = 1000  # entries per page of the audit trail
 
 _EMAIL_PW = {"type": "object", "required": ["email", "password"],
              "properties": {"email": {"type": "string"}, "password": {"type": "string"}}}
@@ -139,7 +141,7 @@ def accounts() -> Response:
     if principal.kind != "user":
         raise HttpError(403, "not allowed: sign in as a user")
     with _svc().db.session() as s:
-        return _json(my_accounts(s, principal, request.host_url))
+        return _json(my_accounts(s, principal, _svc().settings.public_url or request.host_url))
 
 
 @api_route(bp, "/accounts/<account_id>/access", "GET", summary="Everyone who can reach the account",
@@ -150,7 +152,7 @@ def access(account_id: str) -> Response:
     account = _require(principal, account_id, Action.MANAGE, owner_only=True)
     svc = _svc()
     with svc.db.session() as s:
-        view = account_view(s, account, request.host_url)
+        view = account_view(s, account, _svc().settings.public_url or request.host_url)
         shares = [{k: v[k] for k in ("id", "email", "role", "sensitive", "expires")}
                   for v in consents.list_shares(s, account_id, in_force_only=True)]
         links = [{k: v[k] for k in ("id", "provider", "provider_id", "push", "pull", "sensitive", "expires")}
@@ -220,13 +222,13 @@ def audit_trail(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, owner_only=True)
     try:
-        limit = min(int(request.args.get("limit", 200)), 1000)
-        before = int(request.args["before"]) if "before" in request.args else None
-    except ValueError:
-        raise HttpError(400, "limit and before must be whole numbers") from None
+        limit = parse_int(request.args.get("limit"), "limit", minimum=1, maximum=AUDIT_MAX, default=200)
+        before = parse_int(request.args.get("before"), "before", minimum=1)
+    except NumberError as exc:
+        raise HttpError(400, str(exc)) from None
     svc = _svc()
     with svc.db.session() as s:
-        entries = audit.entries(s, account_id, limit=max(limit, 1), before_id=before)
+        entries = audit.entries(s, account_id, limit=limit or 200, before_id=before)
     return _json(entries)
 
 

@@ -29,21 +29,38 @@ _hasher = PasswordHasher()
 # verifying against this keeps the time of "no such user" equal to "wrong password"
 _DUMMY_HASH = _hasher.hash("dicomgate-dummy-password")
 TOKEN_PREFIX = "dg_"
+#: NIST SP 800-63B 5.1.1.2: memorised secrets of at least 8 characters
+PASSWORD_MIN_LENGTH = 8
+#: the password hash of a user nobody has set a password for yet (a share was granted to the email):
+#: no password verifies against it
+NO_PASSWORD = "!"
 
 
 class AuthError(Exception):
     """Credentials were given but are not valid (401)."""
 
 
+class PasswordError(ValueError):
+    """A password that may not be set (too short)."""
+
+
+def check_password(password: str) -> None:
+    """The one rule for a new password, wherever it is set."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise PasswordError(f"the password must be at least {PASSWORD_MIN_LENGTH} characters "
+                            f"(it has {len(password)})")
+
+
 def hash_password(password: str) -> str:
-    if len(password) < 1:
-        raise ValueError("the password is empty")
+    check_password(password)
     return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant work whatever the hash: no user, a user without a password and a wrong one look alike."""
+    usable = password_hash is not None and password_hash.startswith("$argon2")
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash if usable else _DUMMY_HASH, password) and usable  # type: ignore[arg-type]
     except (VerificationError, InvalidHashError):
         return False
 
@@ -59,7 +76,10 @@ def new_token() -> str:
 def issue_token(
     session: Session, *, user_id: str | None = None, provider_id: str | None = None, ttl: int | None = None
 ) -> tuple[str, ApiToken]:
-    """Create a token; the clear text is returned once and never stored."""
+    """Create a token; the clear text is returned once and never stored.
+
+    Neither a user nor a provider: an operator's page session (see ``authenticate``).
+    """
     token = new_token()
     now = utcnow()
     row = ApiToken(
@@ -103,8 +123,10 @@ def parse_authorization(header: str | None) -> Credentials | None:
 
 def authenticate(
     session: Session, creds: Credentials, *, source: str | None, operator_token: str | None,
-    now: datetime | None = None,
+    operator_sessions: bool = False, now: datetime | None = None,
 ) -> Principal:
+    """``operator_token``: the operator token itself is accepted (the API). ``operator_sessions``: a
+    session token issued at the operator's sign-in to the pages is (the pages' cookie); nowhere else."""
     now = now or utcnow()
     if creds.scheme == "basic":
         user = session.scalar(select(User).where(User.email == (creds.email or "").strip().lower()))
@@ -120,6 +142,10 @@ def authenticate(
         raise AuthError("the token is not valid")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError("the token has expired")
+    if row.user_id is None and row.provider_id is None:
+        if not operator_sessions:
+            raise AuthError("the token is not valid")
+        return Principal("operator", "operator", "operator", source)
     if row.user_id:
         user = session.get(User, row.user_id)
         if user is None or user.disabled_at is not None:

@@ -16,7 +16,7 @@ from consent import shares as shares_mod
 from consent.models import Link, Provider, Share
 from consent.providers import ConsentError
 from gateway import audit
-from gateway.accounts import AccountError, find_user, get_account
+from gateway.accounts import AccountError, get_account, user_for_share
 from gateway.auth import issue_token
 from gateway.db.models import User
 
@@ -129,9 +129,7 @@ def grant_share(
     actor: str, source: str | None = None,
 ) -> dict:
     _require_account(s, account_id)
-    user = find_user(s, email)
-    if user is None:
-        raise AccountError(f"no user with email {email}; create the user first")
+    user = user_for_share(s, email)  # an unknown email is not refused: that would reveal who is a user
     account = get_account(s, account_id)
     if account is not None and account.owner_id == user.id:
         raise ConsentError("the owner already has full access to the account")

@@ -29,7 +29,7 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True, need_store: bool = True) -> "Services":
-        settings.data_path.mkdir(parents=True, exist_ok=True)
+        settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)  # index, objects: the service's alone
         db = Database(settings.effective_database_url)
         if migrate:
             upgrade(db)
@@ -65,6 +65,8 @@ class Services:
 
     @property
     def base_url(self) -> str:
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
         host = self.settings.host
         if ":" in host:
             host = f"[{host}]"

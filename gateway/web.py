@@ -6,11 +6,14 @@ over the same services as ``gateway/api.py``: one consent decision
 the audit trail), the same 401 / 403 / 404 rule.
 
 Sessions: signing in issues an ordinary user API token (``issue_token`` with
-``token_ttl``) and keeps it in an ``HttpOnly``, ``SameSite=Strict`` cookie;
+``token_ttl``) and keeps it in an ``HttpOnly``, ``SameSite=Strict`` cookie
+(``Secure`` too when the request came over https or ``public_url`` is https);
 each request authenticates the cookie exactly like ``Authorization: Bearer``,
 so a revoked or expired token fails at once. Signing out revokes the token.
-The operator signs in with the operator token (kept in the same kind of
-cookie; it is never put in a URL).
+The operator signs in with the operator token, which is checked once and
+never kept: the cookie holds a session token of its own (a token row with
+neither user nor provider, valid for ``token_ttl``, for the pages only), which
+signing out revokes.
 
 CSRF: every POST form carries ``csrf_token(cookie)``, an HMAC keyed with the
 SHA-256 of the session token; it is checked for every POST before the view
@@ -43,6 +46,7 @@ from gateway.db.base import utcnow
 from gateway.db.models import ApiToken, Study
 from gateway.erasure import ErasureError, delete_account, delete_study, receipt
 from gateway.httpauth import HttpError, sign_in
+from gateway.numbers import NumberError, parse_int
 from gateway.services import Services
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
@@ -83,9 +87,9 @@ def _principal() -> Principal:
         raise _SignInNeeded()
     svc = _svc()
     try:
-        with svc.db.session() as s:
+        with svc.db.session() as s:  # the operator token itself is not a page session
             principal = authenticate(s, Credentials("bearer", token=token), source=request.remote_addr,
-                                     operator_token=svc.settings.operator_token)
+                                     operator_token=None, operator_sessions=bool(svc.settings.operator_token))
     except AuthError:
         raise _SignInNeeded() from None
     if principal.kind == "provider":  # a provider token pasted into a cookie is not a web session
@@ -123,19 +127,33 @@ def _account(principal: Principal, account_id: str, action: Action, *, owner_onl
         account = get_account(s, account_id)
         if owner_only and principal.id != account.owner_id:
             raise HttpError(403, "Only the owner of the account can open this page.")
-        view = account_view(s, account, request.host_url)
+        view = account_view(s, account, _base_url())
     view["is_owner"] = principal.kind == "user" and principal.id == account.owner_id
     view["decision"] = decision
     return view
 
 
+def _base_url() -> str:
+    return _svc().settings.public_url or request.host_url
+
+
+def _secure() -> bool:
+    """Cookies only over https: this request came so, or users reach us at an https ``public_url``
+    (a TLS proxy in front, speaking plain HTTP to us)."""
+    return request.is_secure or (_svc().settings.public_url or "").lower().startswith("https://")
+
+
 def _set_session_cookie(resp: Response, token: str, max_age: int | None) -> None:
     resp.set_cookie(COOKIE, token, max_age=max_age, path="/", httponly=True, samesite="Strict",
-                    secure=request.is_secure)
+                    secure=_secure())
 
 
 def _clear_session_cookie(resp: Response) -> None:
-    resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=request.is_secure)
+    resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure())
+
+
+def _clear_pre_cookie(resp: Response) -> None:
+    resp.delete_cookie(PRE_COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure())
 
 
 @bp.before_request
@@ -234,7 +252,7 @@ def _sign_in_page(status: int = 200, **ctx: Any) -> Response:
     pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
     resp = _page("sign_in.html", status, pre_token=pre,
                  operator_enabled=bool(_svc().settings.operator_token), **ctx)
-    resp.set_cookie(PRE_COOKIE, pre, path="/", httponly=True, samesite="Strict", secure=request.is_secure)
+    resp.set_cookie(PRE_COOKIE, pre, path="/", httponly=True, samesite="Strict", secure=_secure())
     return resp
 
 
@@ -260,7 +278,7 @@ def sign_in_submit() -> Response:
         token, _row = issue_token(s, user_id=principal.id, ttl=svc.settings.token_ttl)
     resp = redirect(url_for("web.accounts"), 303)
     _set_session_cookie(resp, token, svc.settings.token_ttl or None)
-    resp.delete_cookie(PRE_COOKIE, path="/")
+    _clear_pre_cookie(resp)
     return resp
 
 
@@ -280,20 +298,22 @@ def operator_sign_in() -> Response:
     if not ok:
         return _sign_in_page(401, operator_error="That is not the operator token.")  # counted by begin()
     svc.throttle.succeeded("", key)
+    with svc.db.session(write=True) as s:  # neither user nor provider: an operator session
+        session_token, _row = issue_token(s, ttl=svc.settings.token_ttl)
     resp = redirect(url_for("web.providers"), 303)
-    _set_session_cookie(resp, token, None)
-    resp.delete_cookie(PRE_COOKIE, path="/")
+    _set_session_cookie(resp, session_token, svc.settings.token_ttl or None)
+    _clear_pre_cookie(resp)
     return resp
 
 
 @bp.post("/sign-out")
 def sign_out() -> Response:
-    principal = _principal()
-    if principal.kind == "user":
-        with _svc().db.session(write=True) as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(g.session_token)))
-            if row is not None and row.revoked_at is None:
-                row.revoked_at = utcnow()
+    _principal()
+    with _svc().db.session(write=True) as s:  # the user's or the operator's session
+        row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(g.session_token),
+                                              ApiToken.provider_id.is_(None)))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
     resp = redirect(url_for("web.sign_in_form"), 303)
     _clear_session_cookie(resp)
     return resp
@@ -316,7 +336,7 @@ def accounts() -> Response:
     if principal.kind == "operator":
         return redirect(url_for("web.providers"), 303)
     with _svc().db.session() as s:
-        rows = my_accounts(s, principal, request.host_url)
+        rows = my_accounts(s, principal, _base_url())
     return _page("accounts.html", accounts=rows)
 
 
@@ -411,10 +431,10 @@ def link_revoke(account_id: str, link_id: str) -> Response:
 @bp.get("/accounts/<account_id>/audit")
 def audit_trail(account_id: str) -> Response:
     acc = _account(_user(), account_id, Action.MANAGE, owner_only=True)
-    before_arg = request.args.get("before")
-    if before_arg is not None and not before_arg.isdigit():
-        raise HttpError(400, "'before' must be a whole number.")
-    before = int(before_arg) if before_arg else None
+    try:
+        before = parse_int(request.args.get("before"), "before", minimum=1)
+    except NumberError as exc:
+        raise HttpError(400, f"The address is wrong: {exc}.") from None
     with _svc().db.session() as s:
         entries = audit.entries(s, account_id, limit=AUDIT_PAGE + 1, before_id=before)
     more = len(entries) > AUDIT_PAGE
@@ -480,9 +500,10 @@ def provider_add() -> Response:
         if bool(form["host"]) != bool(form["port"]):
             raise ConsentError("Give both the host and the port, or neither.")
         if form["port"]:
-            if not form["port"].isdigit():
-                raise ConsentError("The port must be a whole number.")
-            port = int(form["port"])
+            try:
+                port = parse_int(form["port"], "The port", minimum=1, maximum=65535)
+            except NumberError as exc:
+                raise ConsentError(f"{exc}.") from None
         with _svc().db.session(write=True) as s:
             created = consents.add_provider(s, name=form["name"], ae_title=form["ae_title"],
                                             networks=_parse_networks(form["networks"]), host=form["host"] or None,

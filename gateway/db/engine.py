@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            _private_sqlite_files(make_url(url).database)
             self.engine: Engine = create_engine(
                 url,
                 echo=echo,
@@ -141,6 +142,24 @@ class _WriterLock:
         if self._depth == 0 and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._thread_lock.release()
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """The index file (patient data, password hashes, the throttle's secret) is 0600 before SQLite
+    opens it: SQLite gives its -wal, -shm and -journal files the database file's mode. An existing
+    index (and its side files) that others can read is made private too."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return  # cannot be created or written here: let SQLite say so
+    for path in (database, f"{database}-wal", f"{database}-shm", f"{database}-journal", f"{database}.writer-lock"):
+        try:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except OSError:
+            pass  # absent, or not ours to change
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -69,8 +69,7 @@ def test_repeated_failures_are_slowed_down(gw):
     acc = gw.new_account()
     codes = [call(gw, "POST", "/auth/token", json={"email": acc["owner"], "password": f"bad{i}"}).status_code
              for i in range(7)]
-    assert codes[:5] == [401] * 5
-    assert 429 in codes[5:]
+    assert codes == [401] * 5 + [429] * 2  # the 6th attempt, after 5 failures
     rsp = call(gw, "POST", "/auth/token", json={"email": acc["owner"], "password": acc["password"]})
     assert rsp.status_code == 429 and int(rsp.headers["Retry-After"]) > 0  # locked even with the right one
 
@@ -168,7 +167,7 @@ def test_other_accounts_ids_are_404(gw):
     (b'{"email": "x@example.org", "role": "admin"}', 400),
     (b'{"email": "x@example.org", "role": "viewer", "sensitive": "yes"}', 400),
     (b'{"email": "x@example.org", "role": "viewer", "extra": 1}', 400),
-    (b'{"email": "nobody@example.org", "role": "viewer"}', 404),
+    (b'{"email": "nobody@localhost", "role": "viewer"}', 400),  # an unknown email is granted (no enumeration)
     (b'{"email": "x@example.org", "role": "viewer", "expires": "yesterday"}', 400),
     (json.dumps({"email": "x@example.org", "role": "viewer", "pad": "x" * 70000}).encode(), 413),
 ])
@@ -377,4 +376,4 @@ def test_provider_tokens_do_not_get_the_studies_list(gw):
 
 def test_guessing_the_operator_token_is_throttled(gw):
     codes = [call(gw, "GET", "/providers", f"not-the-operator-token-{i}").status_code for i in range(8)]
-    assert codes[:6] == [401] * 6 and codes[-1] == 429
+    assert codes == [401] * 5 + [429] * 3

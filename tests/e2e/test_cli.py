@@ -15,7 +15,8 @@ from tests.support.dimse import pynetdicom_store
 
 
 def test_walkthrough_from_the_readme(gateway):
-    acc = gateway.cli_json("account", "create", "--email", "walk@example.org", "--password-stdin", input="pw\n")
+    acc = gateway.cli_json("account", "create", "--email", "walk@example.org", "--password-stdin",
+                           input="passphrase1\n")
     assert set(acc) >= {"id", "ae_title", "dicomweb_url", "owner"}
     assert acc["owner"] == "walk@example.org"
     prv = gateway.cli_json("provider", "add", "--name", "Acme PACS", "--ae-title", "ACMEWALK",
@@ -46,7 +47,7 @@ def test_walkthrough_from_the_readme(gateway):
 
 
 def test_user_and_token_commands(gateway):
-    gateway.cli("user", "create", "--email", "tok@example.org", input="secret\n")
+    gateway.cli("user", "create", "--email", "tok@example.org", input="another passphrase\n")
     tok = gateway.cli_json("token", "create", "--email", "tok@example.org")
     assert tok["token"].startswith("dg_") and tok["expires"]
     acc = gateway.cli_json("account", "create", "--email", "tok@example.org")
@@ -107,7 +108,7 @@ def test_duplicate_ae_titles_refused(gateway):
     assert proc.returncode != 0 and "already registered" in proc.stderr
     acc = gateway.new_account()
     proc = gateway.cli("account", "create", "--email", "clash@example.org", "--ae-title", acc["ae_title"],
-                       input="pw\n", check=False)
+                       input="passphrase1\n", check=False)
     assert proc.returncode != 0 and "already used" in proc.stderr
 
 
@@ -170,9 +171,9 @@ def test_jobs_run_each_job(gateway):
 
 def test_share_commands_and_account_delete_with_purge(gateway):
     owner = gateway.cli_json("account", "create", "--email", f"own{secrets.token_hex(3)}@example.org",
-                             "--password-stdin", input="pw\n")
+                             "--password-stdin", input="passphrase1\n")
     friend = f"friend{secrets.token_hex(3)}@example.org"
-    gateway.cli("user", "create", "--email", friend, input="pw2\n")
+    gateway.cli("user", "create", "--email", friend, input="a third passphrase\n")
     share = gateway.cli_json("share", "grant", "--account", owner["id"], "--email", friend, "--role", "viewer",
                              "--expires", "2099-01-01T00:00:00Z")
     assert share["role"] == "viewer" and share["in_force"] and share["expires"].startswith("2099")

@@ -16,8 +16,8 @@ from gateway.db.base import utcnow
 @pytest.fixture
 def world(services):
     with services.db.session(write=True) as s:
-        owner = create_user(s, "owner@example.org", "pw")
-        other = create_user(s, "other@example.org", "pw")
+        owner = create_user(s, "owner@example.org", "password")
+        other = create_user(s, "other@example.org", "password")
         acc = create_account(s, owner, None, actor="t")
         prv = add_provider(s, name="P", ae_title="PACS1", networks=["10.0.0.0/8"], host=None, port=None, actor="t")
     return services, AccountRef(acc.id, owner.id), owner, other, prv

@@ -16,7 +16,7 @@ from tests.support.data import uids, variant
 
 def _account_with(services, n):
     with services.db.session(write=True) as s:
-        user = create_user(s, f"u{n}@example.org", "pw")
+        user = create_user(s, f"u{n}@example.org", "password")
         acc = create_account(s, user, None, actor="t")
     p = Principal("user", user.id, f"user:u{n}@example.org")
     bodies = [variant(PatientName=f"Purge^Me{n}") for _ in range(n)]
@@ -61,7 +61,7 @@ def test_study_purge_keeps_audit_entries_without_identifiers(services):
 
 def test_redaction_matches_whole_uids_only(services):
     with services.db.session(write=True) as s:
-        user = create_user(s, "r@example.org", "pw")
+        user = create_user(s, "r@example.org", "password")
         acc = create_account(s, user, None, actor="t")
     p = Principal("user", user.id, "user:r@example.org")
     keep, erase = variant(SOPInstanceUID="1.2.826.0.1.3680043.9.99.10"), variant(SOPInstanceUID="1.2.826.0.1.3680043.9.99.1")

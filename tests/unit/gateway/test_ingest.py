@@ -20,7 +20,7 @@ from tests.support.data import variant
 @pytest.fixture
 def pushing(services):
     with services.db.session(write=True) as s:
-        owner = create_user(s, "o@example.org", "pw")
+        owner = create_user(s, "o@example.org", "password")
         acc = create_account(s, owner, None, actor="t")
         prv = add_provider(s, name="P", ae_title="PACS", networks=[], host=None, port=None, actor="t")
         links.create_link(s, account_id=acc.id, provider_id=prv.id, push=True, pull=False, sensitive=False,
@@ -71,7 +71,7 @@ def test_store_failure_leaves_no_row(pushing, monkeypatch):
 
 def test_refusal_is_audited_without_storing(services):
     with services.db.session(write=True) as s:
-        owner = create_user(s, "o2@example.org", "pw")
+        owner = create_user(s, "o2@example.org", "password")
         acc = create_account(s, owner, None, actor="t")
         prv = add_provider(s, name="P", ae_title="PULLER", networks=[], host=None, port=None, actor="t")
         links.create_link(s, account_id=acc.id, provider_id=prv.id, push=False, pull=True, sensitive=False,

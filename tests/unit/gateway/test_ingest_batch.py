@@ -31,7 +31,7 @@ def linked(services):
         tag = secrets.token_hex(4)
         ae = f"PACS{tag}".upper()
         with services.db.session(write=True) as s:
-            owner = create_user(s, f"o-{tag}@example.org", "pw")
+            owner = create_user(s, f"o-{tag}@example.org", "password")
             acc = create_account(s, owner, None, actor="t")
             prv = add_provider(s, name=f"P{tag}", ae_title=ae, networks=[], host=None, port=None, actor="t")
             link = links.create_link(s, account_id=acc.id, provider_id=prv.id, push=push, pull=pull,
@@ -309,7 +309,7 @@ def owned(services):
     """An account with a pushing provider, plus the owner's principal (who may delete)."""
     tag = secrets.token_hex(4)
     with services.db.session(write=True) as s:
-        owner = create_user(s, f"own-{tag}@example.org", "pw")
+        owner = create_user(s, f"own-{tag}@example.org", "password")
         acc = create_account(s, owner, None, actor="t")
         prv = add_provider(s, name=f"P{tag}", ae_title=f"PACS{tag}".upper(), networks=[], host=None, port=None,
                            actor="t")

@@ -20,7 +20,7 @@ _seq = itertools.count(1)
 @pytest.fixture
 def acc(services):
     with services.db.session(write=True) as s:
-        owner = create_user(s, "owner@example.org", "pw")
+        owner = create_user(s, "owner@example.org", "password")
         account = create_account(s, owner, None, actor="t")
     return account.id
 
@@ -136,7 +136,7 @@ def test_odd_modalities(services, acc):
 
 def test_counts_across_accounts_are_combined(services, acc):
     with services.db.session(write=True) as s:
-        other = create_account(s, create_user(s, "o2@example.org", "pw"), None, actor="t").id
+        other = create_account(s, create_user(s, "o2@example.org", "password"), None, actor="t").id
     for _ in range(5):
         add_study(services, acc)
         add_study(services, other)
@@ -192,7 +192,7 @@ def test_age_bands(age, birth, at, band):
 def test_same_answer_on_postgresql(pg_services):
     svc = pg_services
     with svc.db.session(write=True) as s:
-        account = create_account(s, create_user(s, "pg@example.org", "pw"), None, actor="t").id
+        account = create_account(s, create_user(s, "pg@example.org", "password"), None, actor="t").id
     for _ in range(25):
         add_study(svc, account, modalities=("CT", "CT"), sex="F", birth="19800101", study_date="20261115")
     for _ in range(9):
