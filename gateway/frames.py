@@ -592,6 +592,66 @@ def decode_frame(src: PixelSource, number: int, max_pixels: int | None = DEFAULT
     return arr, props
 
 
+_REDUCIBLE_J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+_REDUCIBLE_JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
+
+
+def decode_frame_reduced(src: PixelSource, number: int, max_pixels: int) -> tuple[Any, dict[str, Any]] | None:
+    """Frame *number* decoded at a reduced resolution of at most ``max_pixels``, where the codec allows.
+
+    JPEG 2000 decodes a lower resolution level (``reduce``: halves per level),
+    JPEG baseline / extended 8-bit scales its DCT (1/2, 1/4, 1/8); both through
+    Pillow, which then allocates only the reduced image. For unsigned data of
+    1 or 3 samples only (what Pillow gives back exactly). None when the
+    instance is not such a case or the codec cannot reduce that far: the
+    caller refuses it as too large.
+    """
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    ts = str(src.transfer_syntax)
+    ds = src.ds
+    spp = int(ds.get("SamplesPerPixel") or 1)
+    if ts not in _REDUCIBLE_J2K | _REDUCIBLE_JPEG or int(ds.get("PixelRepresentation") or 0) != 0 or spp not in (1, 3):
+        return None
+    if ts in _REDUCIBLE_JPEG and int(ds.get("BitsAllocated") or 0) != 8:
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if spp == 3 and ts in _REDUCIBLE_J2K and photometric not in ("RGB", "YBR_ICT", "YBR_RCT"):
+        return None  # Pillow would hand back the components unconverted
+    [frame] = _encapsulated_frames(src, [number])
+    size = codestream_size(src.transfer_syntax, frame)
+    if size is None or 0 in size:
+        return None
+    rows, cols = size
+    factor = 1
+    while -(-rows // factor) * -(-cols // factor) > max_pixels:
+        factor *= 2
+    if ts in _REDUCIBLE_JPEG and factor > 8:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(frame))
+            if ts in _REDUCIBLE_J2K:
+                img.reduce = factor.bit_length() - 1  # type: ignore[attr-defined]
+            else:
+                img.draft(img.mode, (-(-cols // factor), -(-rows // factor)))
+            img.load()
+    except Exception:  # DecompressionBombError, too few resolution levels, a corrupt stream
+        return None
+    if img.width * img.height > max_pixels:
+        return None
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[2] != 3:
+        return None
+    photometric = "RGB" if arr.ndim == 3 else (photometric or "MONOCHROME2")
+    bits_stored = int(ds.get("BitsStored") or arr.dtype.itemsize * 8)
+    return arr, {"photometric_interpretation": photometric, "bits_stored": bits_stored, "reduced_by": factor}
+
+
 def decoded_frames(
     fp_or_bytes: bytes | BinaryIO, numbers: list[int], max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> tuple[dict, list[bytes]]:

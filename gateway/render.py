@@ -17,7 +17,9 @@ pipeline of PS3.3 C.11 (Modality LUT -> VOI LUT -> Presentation):
 4. optional ``viewport`` scaling (fit inside, aspect kept), then JPEG / PNG.
 
 Memory: a frame of more than ``max_pixels`` is refused before it is decoded
-(:class:`~gateway.frames.FrameTooLarge`). The decoded frame is the only
+(:class:`~gateway.frames.FrameTooLarge`), unless a viewport is given (always
+for thumbnails) and the codec can decode a reduced resolution within the
+bound (JPEG 2000 resolution levels, JPEG DCT scaling). The decoded frame is the only
 full-size array: when the viewport is much smaller it is first subsampled
 (a strided view: whole stored pixel values, so LUTs stay exact), and the
 LUTs / window run over strips of rows in float32 straight into the 8-bit
@@ -44,6 +46,7 @@ from gateway.frames import (
     check_decode_size,
     check_frame_numbers,
     decode_frame,
+    decode_frame_reduced,
     open_source,
 )
 
@@ -168,8 +171,15 @@ def _to_8bit(
     viewport: tuple[int, int] | None, max_pixels: int | None,
 ) -> np.ndarray:
     try:
-        check_decode_size(src, 1, max_pixels)
-        arr, props = decode_frame(src, frame, max_pixels)
+        try:
+            check_decode_size(src, 1, max_pixels)
+            arr, props = decode_frame(src, frame, max_pixels)
+        except FrameTooLarge:
+            # a smaller image is wanted anyway: decode at a reduced resolution where the codec can
+            reduced = decode_frame_reduced(src, frame, max_pixels) if viewport and max_pixels else None
+            if reduced is None:
+                raise
+            arr, props = reduced
     except FrameTooLarge:
         raise
     except FrameDecodeError as exc:

@@ -74,6 +74,20 @@ def big_multiframe(frames: int = 240, side: int = 512) -> tuple[bytes, int]:
     return _part10(ds), side * side * 2
 
 
+def large_jpeg(side: int) -> bytes:
+    """A JPEG baseline 8-bit ``side`` x ``side`` grey gradient (Pillow), a few MB stored."""
+    from PIL import Image
+
+    ramp = (np.arange(side, dtype=np.uint16) * 127 // side).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(ramp[None, :] + ramp[:, None]).save(buf, "JPEG", quality=80)
+    ds = _dataset(side, side)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    return _part10(ds)
+
+
 # -- memory of the HTTP workers ------------------------------------------------------------
 
 
@@ -198,6 +212,22 @@ def test_large_image_below_the_limit_renders_within_a_bounded_memory(owner):
     with PeakGrowth(gw) as mem:
         assert get(f"{path}/thumbnail", "image/jpeg").status_code == 200
     assert mem.growth < 80 * MB, f"the worker grew by {mem.growth / MB:.0f} MB"
+
+
+def test_over_the_limit_a_thumbnail_is_decoded_at_a_reduced_resolution(owner):
+    """JPEG scales its DCT while decoding: 6400^2 (41 Mpixels) decodes as 3200^2 for a thumbnail."""
+    gw, get, stow = owner
+    path = stow(large_jpeg(6400))
+    with PeakGrowth(gw) as mem:
+        rsp = get(f"{path}/thumbnail", "image/png")
+    assert rsp.status_code == 200, rsp.text[:300]
+    assert mem.growth < 100 * MB, f"the worker grew by {mem.growth / MB:.0f} MB"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(rsp.content)).size == (128, 128)
+    assert get(f"{path}/rendered", "image/jpeg", viewport="512,512").status_code == 200
+    _refused(get(f"{path}/rendered", "image/jpeg"))  # the whole image: over the limit
+    _refused(get(f"{path}/frames/1", DECODED))
 
 
 # -- 8. frame lists and range reads -------------------------------------------------------------

@@ -364,3 +364,52 @@ def test_small_viewport_subsamples_before_the_luts():
     assert _subsample(arr, (1024, 1024)) is arr  # scale 1/2: left to the resize
     assert _subsample(arr, None) is arr
     assert _image(render(_big_ct(2048), media_type="image/png", viewport=(64, 64))).size == (64, 64)
+
+
+def _large_compressed(ts: str, side: int, bits: int = 8, spp: int = 1) -> tuple[bytes, np.ndarray]:
+    """A side x side JPEG 2000 (lossless) or JPEG baseline image with a gradient, made with Pillow."""
+    from pydicom.encaps import encapsulate
+
+    yy, xx = np.mgrid[0:side, 0:side]
+    arr = ((xx + yy) * ((2**bits - 1) / (2 * side - 2))).astype(np.uint8 if bits == 8 else np.uint16)
+    if spp == 3:
+        arr = np.stack([arr, arr[::-1], arr[:, ::-1]], axis=-1)
+    buf = io.BytesIO()
+    img = Image.fromarray(arr)
+    if ts == "1.2.840.10008.1.2.4.90":
+        img.save(buf, "JPEG2000", irreversible=False, no_jp2=True, num_resolutions=6)
+    else:
+        img.save(buf, "JPEG", quality=95)
+    ds = _read("MR_small_jp2klossless.dcm" if ts.endswith(".90") else "SC_rgb_jpeg_dcmtk.dcm")
+    ds.file_meta.TransferSyntaxUID = ts
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel = spp
+    ds.PhotometricInterpretation = ("RGB" if ts.endswith(".90") else "YBR_FULL_422") if spp == 3 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits == 8 else 16), bits, bits - 1, 0
+    for key in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        ds.pop(key, None)
+    if spp == 3:
+        ds.PlanarConfiguration = 0
+    ds.PixelData = encapsulate([buf.getvalue()])
+    return _save(ds), arr
+
+
+@pytest.mark.parametrize("ts, bits, spp", [("1.2.840.10008.1.2.4.90", 8, 1), ("1.2.840.10008.1.2.4.90", 16, 1),
+                                           ("1.2.840.10008.1.2.4.90", 8, 3), ("1.2.840.10008.1.2.4.50", 8, 1),
+                                           ("1.2.840.10008.1.2.4.50", 8, 3)])
+def test_over_max_pixels_with_a_viewport_decodes_a_reduced_resolution(ts, bits, spp):
+    """JPEG 2000 resolution levels / JPEG DCT scaling: the thumbnail of a too-large image still comes."""
+    from gateway.frames import FrameTooLarge
+
+    data, arr = _large_compressed(ts, 1024, bits, spp)
+    full = _pixels(render(data, media_type="image/png", viewport=(128, 128)))
+    with pytest.raises(FrameTooLarge):
+        render(data, media_type="image/png", max_pixels=100_000)  # no viewport: the full image is asked for
+    small = _pixels(render(data, media_type="image/png", viewport=(128, 128), max_pixels=100_000))
+    assert small.shape == full.shape
+    assert np.abs(small.astype(int) - full.astype(int)).mean() < 4  # the same picture
+    assert _image(thumbnail(data, max_pixels=100_000)).size == (128, 128)
+    # beyond what the codec can reduce (JPEG: 1/8): refused
+    if ts.endswith(".50"):
+        with pytest.raises(FrameTooLarge):
+            thumbnail(data, max_pixels=1000)
