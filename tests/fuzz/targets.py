@@ -10,12 +10,14 @@ refusal is the contract of the code under test:
 * ``multipart``: :func:`dicomweb.multipart.iter_parts` raises only
   :class:`MultipartError` (-> 400), and what it yields (or refuses) does not
   depend on how the body is cut into reads;
-* ``pdu``: pynetdicom turns *any* exception of ``PDU.decode`` into Evt19
-  (A-ABORT), so decoding may raise; what runs after a successful decode
-  outside that ``try`` (``to_primitive()`` in the state machine, the DIMSE
-  command-set decode of a P-DATA-TF) must not. When ``scp/pdu.py`` exists,
-  its reader is fuzzed with its own refusal type instead (see
-  :func:`bounded_pdu_reader`).
+* ``scp_pdu``: ``scp.pdu.read_pdu`` raises only ``PduRefused`` /
+  ``PeerClosed`` and returns exactly one PDU within its bound, reading no
+  byte beyond it;
+* ``pdu``: pynetdicom turns any ``Exception`` of ``PDU.decode`` into Evt19
+  (A-ABORT); an ``Exception`` in the state machine's actions after a
+  successful decode (``to_primitive()``, the DIMSE command-set decode of a
+  P-DATA-TF) is contained by ``StateMachine.do_action`` (the association
+  ends): nothing else may escape.
 
 Every target also runs under :func:`bounded`, which checks the time and the
 Python heap (tracemalloc peak) one input may take.
@@ -24,6 +26,7 @@ Python heap (tracemalloc peak) one input may take.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import time
 import tracemalloc
@@ -77,6 +80,13 @@ _INTERESTING_U32 = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 0x7
 _INTERESTING_U16 = (0, 1, 2, 8, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF)
 
 
+_VRS = (b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
+        b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
+        b"UR", b"US", b"UT", b"UV")
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"))
+_VR_AT = re.compile(b"(?<=....)(?:" + b"|".join(_VRS) + b")(?=..)", re.DOTALL)
+
+
 @st.composite
 def mutated(draw: st.DrawFn, seeds: st.SearchStrategy[bytes], max_ops: int = 4) -> bytes:
     """A seed with a few structure-aware mutations: lengths set to edge values,
@@ -84,9 +94,20 @@ def mutated(draw: st.DrawFn, seeds: st.SearchStrategy[bytes], max_ops: int = 4) 
     data = bytearray(draw(seeds))
     for _ in range(draw(st.integers(0, max_ops))):
         n = len(data)
-        op = draw(st.sampled_from(("u32", "u16", "flip", "delete", "insert", "dup", "truncate")))
+        op = draw(st.sampled_from(("u32", "u16", "flip", "delete", "insert", "dup", "truncate", "vr", "vr")))
         pos = draw(st.integers(0, max(n - 1, 0)))
-        if op == "u32" and n >= 4:
+        if op == "vr":
+            # an explicit VR element header: change its VR, or its length field to an edge value
+            at = [m.start() for m in _VR_AT.finditer(data)]
+            if at:
+                i = at[draw(st.integers(0, len(at) - 1))]
+                if draw(st.booleans()):
+                    data[i:i + 2] = draw(st.sampled_from(_VRS + (b"TI", b"\x00\x00", b"ss")))
+                elif bytes(data[i:i + 2]) in _LONG_VRS:
+                    data[i + 4:i + 8] = struct.pack("<I", draw(st.sampled_from(_INTERESTING_U32)))
+                else:
+                    data[i + 2:i + 4] = struct.pack("<H", draw(st.sampled_from(_INTERESTING_U16)))
+        elif op == "u32" and n >= 4:
             pos = min(pos, n - 4)
             fmt = draw(st.sampled_from(("<I", ">I")))
             data[pos:pos + 4] = struct.pack(fmt, draw(st.sampled_from(_INTERESTING_U32)))
@@ -182,6 +203,8 @@ class DicomInput:
 
 
 def dicom_inputs() -> st.SearchStrategy[DicomInput]:
+    for seed_file in dicom_seeds():  # imports and first-use caches, outside any input's time bound
+        dicom_ingest(DicomInput(seed_file))
     seeds = st.sampled_from(dicom_seeds())
     stow = mutated(seeds, max_ops=4).map(DicomInput)
     raw = st.binary(max_size=600).map(lambda b: DicomInput(b"\x00" * 128 + b"DICM" + b))
@@ -194,8 +217,9 @@ def dicom_inputs() -> st.SearchStrategy[DicomInput]:
     return st.one_of(stow, stow, dimse, raw)
 
 
-def dicom_ingest(inp: DicomInput) -> None:
-    """What ``IngestService._prepare`` runs on a received file before any consent or storage step."""
+def dicom_ingest(inp: DicomInput) -> str:
+    """What ``IngestService._prepare`` runs on a received file before any consent or storage step:
+    ``"malformed"`` (refused), ``"accepted"`` or ``"labelled"`` (a sensitivity label was found)."""
     from consent.sensitivity import DEFAULT_RULES, classify
     from gateway.dicomfile import MalformedInstance, dataset_offset, parse_instance, part10_header
     from gateway.ingest import _digest
@@ -209,10 +233,10 @@ def dicom_ingest(inp: DicomInput) -> None:
         header = parse_instance(fp, len(data), meta_must_match=inp.dimse)
         start = dataset_offset(fp)
     except MalformedInstance:
-        return
-    if header.dataset is not None:
-        classify(header.dataset, DEFAULT_RULES)
+        return "malformed"
+    labels = classify(header.dataset, DEFAULT_RULES) if header.dataset is not None else []
     _digest(fp, start)
+    return "labelled" if labels else "accepted"
 
 
 # ----------------------------------------------------------------------------- (b) multipart reader
@@ -407,43 +431,99 @@ def pdu_inputs() -> st.SearchStrategy[bytes]:
     def fix_length(b: bytes) -> bytes:
         return b[:2] + struct.pack(">L", max(len(b) - 6, 0)) + b[6:] if len(b) >= 6 else b
 
+    for seed_pdu in pdu_seeds():  # imports and first-use caches, outside any input's time bound
+        pynetdicom_pdu(seed_pdu)
     mut = mutated(st.sampled_from(pdu_seeds()), max_ops=4)
     raw = st.builds(_pdu, st.sampled_from((1, 2, 3, 4, 5, 6, 7)), st.binary(max_size=200))
     return st.one_of(mut.map(fix_length), mut.map(fix_length), mut, raw)
 
 
-class DecodeRefused(Exception):
-    """pynetdicom's ``_read_pdu_data`` turns any exception of ``PDU.decode`` into Evt19 (abort)."""
+def pynetdicom_pdu(data: bytes) -> str:
+    """Decode a whole PDU as ``scp.reactor.EventDUL._read_pdu_data`` does (pynetdicom's
+    ``_decode_pdu``), then run what follows a successful decode in pynetdicom's state
+    machine: ``to_primitive()`` (FSM actions AE-6, DT-2, AR-2, AA-3) and, for a
+    P-DATA-TF, the DIMSE message decode (``DIMSEServiceProvider.receive_primitive``).
 
-
-def pynetdicom_pdu(data: bytes) -> None:
-    """Decode a PDU as pynetdicom's DUL does for our server, then run what follows
-    a successful decode outside pynetdicom's catch-all: ``to_primitive()`` (FSM
-    actions AE-6, DT-2, AR-2, AA-3) and, for P-DATA-TF, the DIMSE message decode."""
+    Returns what became of the PDU: ``"decoded"``; ``"refused"`` (decode raised:
+    Evt19, A-ABORT); ``"contained: <exception>"`` (the state machine's action
+    raised: ``StateMachine.do_action`` logs it and kills the DUL, the connection
+    is closed). Anything that is not an ``Exception`` propagates.
+    """
     from pynetdicom.dimse_messages import DIMSEMessage
     from pynetdicom.dul import _PDU_TYPES  # type: ignore[attr-defined]
 
-    if len(data) < 6:
-        return  # READ_PDU_EXC_B: transport closed
-    kind, _, length = struct.unpack(">BBL", data[:6])
-    if kind not in (1, 2, 3, 4, 5, 6, 7) or len(data) != 6 + length:
-        return  # READ_PDU_EXC_C / E: Evt19 / Evt17 before any decode
+    if len(data) < 6 or data[0] not in range(1, 8) or struct.unpack(">L", data[2:6])[0] != len(data) - 6:
+        return "refused by the reader"  # read_pdu (or pynetdicom's reader) never hands this on
     cls, _event = _PDU_TYPES[data[0:1]]
     pdu = cls()
     try:
         pdu.decode(data)
     except Exception:
-        return  # READ_PDU_EXC_F: Evt19 -> A-ABORT (the documented refusal)
-    primitive = pdu.to_primitive()
-    if kind == 0x04:
-        msg = DIMSEMessage()
-        msg.decode_msg(primitive)  # DIMSEServiceProvider.receive_primitive, outside any try
-
-
-def bounded_pdu_reader() -> Callable[[bytes], None] | None:
-    """The lead's bounded PDU reader in ``scp/pdu.py``, if it exists yet (see tests/fuzz/test_fuzz_pdu.py)."""
+        return "refused"
     try:
-        import scp.pdu  # noqa: F401
-    except ImportError:
-        return None
-    return None  # wired up in test_fuzz_pdu.py once its interface is known
+        primitive = pdu.to_primitive()
+        if data[0] == 0x04:
+            DIMSEMessage().decode_msg(primitive)
+    except Exception as exc:
+        return f"contained: {type(exc).__name__}"
+    return "decoded"
+
+
+class FakeSocket:
+    """The part of a socket ``scp.pdu.read_pdu`` uses, answering ``recv_into`` in planned sizes."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data = data
+        self.pos = 0
+        self.sizes = sizes or [len(data) or 1]
+        self.i = 0
+
+    def settimeout(self, value: float | None) -> None:
+        pass
+
+    def recv_into(self, view: memoryview) -> int:
+        want = min(self.sizes[self.i % len(self.sizes)], len(view))
+        self.i += 1
+        chunk = self.data[self.pos:self.pos + want]
+        view[:len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
+#: small bounds, so that the heap bound below is tight
+PDU_LIMITS = {"max_associate_rq": 4096, "max_pdata": 16384}
+
+
+def scp_pdu(data: bytes, sizes: list[int], negotiating: bool) -> str:
+    """``scp.pdu.read_pdu`` on a connection delivering ``data`` in ``sizes`` pieces, then
+    the decode of what it returns (:func:`pynetdicom_pdu`).
+
+    Properties: only ``PduRefused`` / ``PeerClosed`` escape the reader; what it
+    returns is exactly the first PDU of the input (no byte more read), of a
+    known type and within its bound.
+    """
+    import time as _time
+
+    from scp.pdu import KNOWN_TYPES, PduLimits, PduRefused, PeerClosed, read_pdu
+
+    limits = PduLimits(**PDU_LIMITS)
+    sock = FakeSocket(data, sizes)
+    try:
+        pdu = read_pdu(sock, limits, negotiating=negotiating, deadline=_time.monotonic() + 60,  # type: ignore[arg-type]
+                       restore_timeout=None)
+    except PduRefused as exc:
+        return f"refused by the reader: {exc.kind}"
+    except PeerClosed:
+        return "peer closed"
+    length = struct.unpack(">L", bytes(pdu[2:6]))[0]
+    assert bytes(pdu) == data[:6 + length], "read_pdu returned bytes other than the PDU sent"
+    assert sock.pos == 6 + length, f"read_pdu read {sock.pos} bytes for a PDU of {6 + length}"
+    assert pdu[0] in KNOWN_TYPES and length <= limits.bound(pdu[0], negotiating)
+    return pynetdicom_pdu(bytes(pdu))
+
+
+def scp_pdu_inputs() -> st.SearchStrategy[tuple[bytes, list[int], bool]]:
+    """PDU inputs, sometimes followed by more bytes (the next PDU), with how the connection cuts them."""
+    tail = st.sampled_from((b"", b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00", b"\x00" * 7))
+    data = st.builds(lambda a, b: a + b, pdu_inputs(), tail)
+    return st.tuples(data, st.lists(st.integers(1, 300), min_size=1, max_size=4), st.booleans())
