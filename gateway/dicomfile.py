@@ -118,7 +118,10 @@ def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         header = _extract(ds, ts)
-    media_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\x00 ")
+    try:
+        media_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\x00 ")
+    except Exception as exc:  # converted only now: an unknown VR, say (found by tests/fuzz)
+        raise MalformedInstance(f"the file meta information cannot be read: {_one_line(exc)}") from None
     if meta_must_match and media_sop and media_sop != header.sop_instance_uid:
         raise MalformedInstance(
             f"Media Storage SOP Instance UID {media_sop} differs from SOP Instance UID {header.sop_instance_uid}"
