@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, json, request
 from pydicom import dcmread
@@ -199,8 +199,8 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
     by it: they are their stored size).
     """
     from gateway.frames import (FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
-                                FrameTooLarge, decoded_frames, frame_media_type, parse_frame_list,
-                                raw_frames)
+                                FrameTooLarge, decoded_frames, frame_media_type, iter_raw_frames,
+                                parse_frame_list)
 
     settings = _services().settings
     try:
@@ -227,14 +227,15 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
             break
     if want is None:
         raise HttpError(406, f"frames of this instance are available as {stored_type} or application/octet-stream")
+    fp = svc.retrieve.file(ref)
+    chunks: Iterable[bytes]
     try:
-        with svc.retrieve.file(ref) as fp:
-            if want == stored_type:
-                ts, chunks = raw_frames(fp, numbers)
-                ctype = f"{stored_type}; transfer-syntax={ts}"
-            else:
-                _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)
-                ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        if want == stored_type:  # read one frame at a time as the response is sent
+            ts, chunks = iter_raw_frames(fp, numbers)
+            ctype = f"{stored_type}; transfer-syntax={ts}"
+        else:
+            _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)
+            ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
     except FrameTooLarge as exc:
@@ -246,7 +247,7 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
         raise HttpError(400, str(exc)) from None
     svc.retrieve.record(principal, account_id, sel.instances, "frames-viewed", {"frames": numbers})
     boundary = new_boundary()
-    body = write_parts([({"Content-Type": ctype}, [c]) for c in chunks], boundary)
+    body = write_parts((({"Content-Type": ctype}, [c]) for c in chunks), boundary)
     return Response(body, content_type=f'multipart/related; type="{want}"; boundary={boundary}')
 
 

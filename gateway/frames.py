@@ -32,7 +32,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -373,14 +373,49 @@ def raw_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[str, 
     re-packed so each frame starts at bit 0 of its first byte (PS3.5 8.1.1
     order). Encapsulated pixel data: each frame's compressed bytestream.
     """
+    ts, frames = iter_raw_frames(fp_or_bytes, numbers)
+    return ts, list(frames)
+
+
+def iter_raw_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[str, Iterator[bytes]]:
+    """Like :func:`raw_frames`, but the frames are read as the iterator is consumed.
+
+    Everything that can be checked is checked before this returns (and the
+    first frame is read), so errors are raised here, not mid-stream. Native
+    frames and encapsulated frames with an offset table are then read one at
+    a time: a response of many frames holds one frame at a time, not all of
+    them. Encapsulated frames without offsets are found in one pass, read
+    before this returns.
+    """
     src = open_source(fp_or_bytes)
     numbers = check_frame_numbers(list(numbers), src.count)
     ts = src.transfer_syntax
     if str(ts) in _VIDEO:
         raise FrameError(f"transfer syntax {ts} is a video stream; frames cannot be retrieved from it")
-    if src.encapsulated:
-        return str(ts), _encapsulated_frames(src, numbers)
-    return str(ts), _native_frames(src, numbers)
+    if src.encapsulated and not _random_access(src):
+        return str(ts), iter(_encapsulated_frames(src, numbers))
+    read = _encapsulated_frames if src.encapsulated else _native_frames
+    first = read(src, numbers[:1])
+
+    def frames() -> Iterator[bytes]:
+        yield first[0]
+        for n in numbers[1:]:
+            yield read(src, [n])[0]
+
+    return str(ts), frames()
+
+
+def _random_access(src: PixelSource) -> bool:
+    """An encapsulated value with an Extended or a (non-empty) Basic Offset Table."""
+    if _extended_offsets(src.ds) is not None:
+        return True
+    if src.value is not None:
+        head = src.value[:8]
+    else:
+        assert src.value_tell is not None
+        src.fp.seek(src.value_tell)
+        head = src.fp.read(8)
+    return len(head) == 8 and int.from_bytes(head[4:8], "little") > 0
 
 
 def _native_frames(src: PixelSource, numbers: list[int]) -> list[bytes]:

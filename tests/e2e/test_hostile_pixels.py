@@ -250,6 +250,12 @@ def test_one_frame_of_a_large_multiframe_is_read_by_ranges(owner, multiframe):
         assert rsp.status_code == 200, rsp.text[:300]
         assert rsp.content.count(np.full(64, 200, dtype="<u2").tobytes()) >= frame_len // 128 - 1
         assert mem.growth < 40 * MB, f"one {frame_len} byte frame grew the worker by {mem.growth / MB:.0f} MB"
+    # all 240 frames as stored: streamed one frame at a time, not gathered
+    with PeakGrowth(gw) as mem:
+        rsp = get(f"{path}/frames/" + ",".join(str(n) for n in range(1, 241)))
+    assert rsp.status_code == 200, rsp.text[:300]
+    assert len(rsp.content) > size - MB
+    assert mem.growth < 40 * MB, f"240 frames grew the worker by {mem.growth / MB:.0f} MB"
     with PeakGrowth(gw) as mem:
         rsp = get(f"{path}/frames/240/rendered", "image/png")
     assert rsp.status_code == 200, rsp.text[:300]
