@@ -10,6 +10,7 @@ lists what was stored (0008,1199) and what failed and why (0008,1198).
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Blueprint, Response, current_app, json, request
 
@@ -36,6 +37,12 @@ FAILURE_REASON = {
 }
 #: parts kept in memory in total before the rest go straight to disk
 MEMORY_BUDGET = 64 << 20
+#: the STOW routes, for the HTTP server's body limits (gateway.http_guard)
+STOW_PATH = re.compile(r"^/accounts/[^/]+/dicomweb/studies(/[^/]+)?/?$")
+#: environ key: the server asks, before reading a large body, whether this request would be taken;
+#: the view answers by setting it to PRECHECK_PASSED once every check that needs no body has passed
+PRECHECK = "dicomgate.precheck"
+PRECHECK_PASSED = "passed"
 
 
 def services() -> Services:
@@ -65,6 +72,9 @@ def stow(account_id: str, study: str | None = None) -> Response:
         boundary = boundary_from_content_type(content_type)
     except MultipartError as exc:
         raise HttpError(400, f"bad multipart body: {exc}") from None
+    if request.environ.get(PRECHECK):
+        request.environ[PRECHECK] = PRECHECK_PASSED
+        return Response(status=204)
 
     parts = _read_all_parts(request.stream, boundary, limit)
     try:

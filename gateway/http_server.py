@@ -8,25 +8,21 @@ import threading
 import time
 from typing import Any
 
-from waitress.server import create_server
-
+from gateway.http_guard import make_guarded_server
 from gateway.settings import Settings
 
 log = logging.getLogger("dicomgate")
 
 
 def make_http_server(app: Any, settings: Settings, sockets: list[socket.socket] | None = None) -> Any:
-    """Waitress on ``settings.host:http_port``, or on already-listening ``sockets`` (a worker's inherited one)."""
-    where: dict[str, Any] = {"sockets": sockets} if sockets else {"host": settings.host, "port": settings.http_port}
-    return create_server(
-        app,
-        **where,
-        threads=settings.workers,
-        max_request_body_size=settings.max_stow_bytes + (1 << 20),
-        channel_timeout=300,
-        ident="dicomgate",
-        clear_untrusted_proxy_headers=True,
-    )
+    """Waitress on ``settings.host:http_port``, or on an already-listening socket (a worker's inherited one).
+
+    Guarded against clients that have not authenticated: :mod:`gateway.http_guard`.
+    """
+    if sockets and len(sockets) != 1:
+        raise ValueError("one listening socket per HTTP server")
+    return make_guarded_server(app, settings, sockets[0] if sockets else None, ident="dicomgate",
+                               clear_untrusted_proxy_headers=True)
 
 
 def run_http(http: Any, stopping: threading.Event) -> None:
