@@ -19,7 +19,7 @@ from tests.fuzz import targets
 FUZZ = settings.get_profile("dicomgate-fuzz")
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=300)
 @given(targets.dicom_inputs())
 def test_header_read_raises_only_malformed_instance(inp):
     with targets.bounded(len(inp)):
@@ -48,18 +48,107 @@ def test_unknown_vr_in_file_meta_is_malformed(meta_must_match):
         parse_instance(io.BytesIO(UNKNOWN_VR_IN_META), len(UNKNOWN_VR_IN_META), meta_must_match=meta_must_match)
 
 
-def test_unknown_vr_in_file_meta_over_stow(tmp_path):
-    """Black-box: the STOW answer is a per-instance 0xC000 failure, not a 500."""
+@pytest.fixture(scope="module")
+def stow_gateway(tmp_path_factory):
+    """A live serve (SQLite) with a provider allowed to push into an account."""
     from tests.support.gateway import Backend, Gateway
 
-    gw = Gateway(Backend("sqlite", tmp_path)).start()
+    gw = Gateway(Backend("sqlite", tmp_path_factory.mktemp("fuzz-stow"))).start()
     try:
         acc, prv = gw.new_account(), gw.new_provider()
         gw.link(acc, prv)
-        rsp = gw.stow(acc["id"], [UNKNOWN_VR_IN_META], token=prv["token"])
-        assert rsp.status_code == 409, rsp.text
-        failed = rsp.json()["00081198"]["Value"]
-        assert [f["00081197"]["Value"] for f in failed] == [[0xC000]]
+        yield gw, acc, prv
     finally:
         gw.close()
         gw.stop()
+
+
+def test_unknown_vr_in_file_meta_over_stow(stow_gateway):
+    """Black-box: the STOW answer is a per-instance 0xC000 failure, not a 500."""
+    gw, acc, prv = stow_gateway
+    rsp = gw.stow(acc["id"], [UNKNOWN_VR_IN_META], token=prv["token"])
+    assert rsp.status_code == 409, rsp.text
+    failed = rsp.json()["00081198"]["Value"]
+    assert [f["00081197"]["Value"] for f in failed] == [[0xC000]]
+
+
+def deflate_bomb(inflated: int) -> bytes:
+    """A Deflated Explicit VR Little Endian file whose data set inflates to about ``inflated`` bytes
+    (an OB value of zeros), built without holding the inflated bytes."""
+    import struct
+    import zlib
+
+    from gateway.dicomfile import part10_header
+
+    def elem(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+        return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+
+    head = (elem(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\x00") + elem(0x0008, 0x0018, b"UI", b"1.2.3.4\x00")
+            + elem(0x0020, 0x000D, b"UI", b"1.2.3.5\x00") + elem(0x0020, 0x000E, b"UI", b"1.2.3.6\x00")
+            + struct.pack("<HH", 0x0009, 0x1010) + b"OB\x00\x00" + struct.pack("<I", inflated))
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [part10_header("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.840.10008.1.2.1.99", "FUZZ"), z.compress(head)]
+    zeros = b"\x00" * (1 << 20)
+    for _ in range(inflated >> 20):
+        out.append(z.compress(zeros))
+    out.append(z.compress(b"\x00" * (inflated & ((1 << 20) - 1))))
+    out.append(z.flush())
+    return b"".join(out)
+
+
+def test_deflate_bomb_is_refused_within_the_heap_bound():
+    """Found while checking the memory bound: pydicom inflates a deflated data set whole,
+    so a 70 KB part inflating to 80 MB took ~270 MB of heap. Now refused before inflating."""
+    from gateway.dicomfile import MAX_INFLATED_BYTES, MalformedInstance, parse_instance
+
+    bomb = deflate_bomb(MAX_INFLATED_BYTES + (16 << 20))
+    assert len(bomb) < 200_000
+    with targets.bounded(len(bomb)):
+        with pytest.raises(MalformedInstance, match="inflates to more than"):
+            parse_instance(io.BytesIO(bomb), len(bomb), meta_must_match=True)
+
+
+def test_deflated_files_within_the_bound_still_parse():
+    from pydicom.data import get_testdata_file
+
+    from gateway.dicomfile import parse_instance
+
+    for data in (open(get_testdata_file("image_dfl.dcm"), "rb").read(), deflate_bomb(1 << 20)):
+        header = parse_instance(io.BytesIO(data), len(data), meta_must_match=False)
+        assert header.transfer_syntax_uid == "1.2.840.10008.1.2.1.99"
+
+
+def test_deflate_bomb_over_stow_leaves_the_worker_small(stow_gateway):
+    """Black-box: a ~200 KB part that inflates to 200 MB is a 0xC000 failure, and the HTTP
+    workers' RSS does not grow by hundreds of MB (before: 100 -> 700 MB)."""
+    import threading
+
+    import psutil
+
+    gw, acc, prv = stow_gateway
+    bomb = deflate_bomb(200_000_000)
+    workers = [p for p in psutil.Process(gw.proc.pid).children(recursive=True) if p.name().startswith("dg-http")]
+    assert workers
+    base = {p.pid: p.memory_info().rss for p in workers}
+    growth = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for p in workers:
+                try:
+                    growth[0] = max(growth[0], p.memory_info().rss - base[p.pid])
+                except psutil.Error:
+                    pass
+            done.wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        rsp = gw.stow(acc["id"], [bomb], token=prv["token"])
+    finally:
+        done.set()
+        watcher.join()
+    assert rsp.status_code == 409, rsp.text
+    assert [f["00081197"]["Value"] for f in rsp.json()["00081198"]["Value"]] == [[0xC000]]
+    assert growth[0] < 100 << 20, f"an HTTP worker grew by {growth[0] >> 20} MB"
