@@ -49,6 +49,10 @@ class InstanceHeader:
     series: dict = field(default_factory=dict)
     instance: dict = field(default_factory=dict)
     dataset: Dataset | None = None  # header only (pixel data deferred)
+    #: the bytes ``dataset`` was parsed from (the file, or a deflated file's inflated data set) and
+    #: their length: the sensitivity walk reads what the parse deferred from here, not a second parse
+    source: BinaryIO | None = None
+    source_end: int | None = None
 
 
 def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str | None) -> bytes:
@@ -119,6 +123,7 @@ def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         header = _extract(ds, ts)
+    header.source, header.source_end = _source(ds, fp, size)
     try:
         media_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\x00 ")
     except Exception as exc:  # converted only now: an unknown VR, say (found by tests/fuzz)
@@ -129,6 +134,16 @@ def parse_instance(fp: BinaryIO, size: int, *, meta_must_match: bool = True) -> 
         )
     _check_pixels(ds)
     return header
+
+
+def _source(ds: Dataset, fp: BinaryIO, size: int) -> tuple[BinaryIO, int]:
+    buffer = getattr(ds, "buffer", None)
+    if buffer is None or buffer is fp:
+        return fp, size
+    pos = buffer.tell()
+    end = buffer.seek(0, 2)  # a deflated data set, inflated by the parse
+    buffer.seek(pos)
+    return buffer, end
 
 
 #: pydicom inflates a deflated data set whole, in memory (and keeps a copy or two while

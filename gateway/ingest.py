@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from consent.decision import Action, Decision, Principal, decide
-from consent.sensitivity import Rule, classify
+from consent.sensitivity import Rule, examine
 from gateway import audit
 from gateway.accounts import load_account_ref
 from gateway.db import Database
@@ -93,6 +93,8 @@ class _Item:
     study_pk: int | None = None
     #: refused by a decision the principal may see, so the refusal is audited
     refused_visibly: bool = False
+    #: why the sensitivity labels could not all be read (the instance is then sensitive: fail closed)
+    unverified: str | None = None
 
     def result(self, outcome: Outcome, reason: str) -> IngestResult:
         return _result(self.header, outcome, reason)
@@ -161,9 +163,22 @@ class IngestService:
                 header, Outcome.MISMATCH,
                 f"Study Instance UID {header.study_uid} differs from {expected_study} in the request URL",
             )
-        labels = classify(header.dataset, self.rules) if header.dataset is not None else []
-        header.dataset = None  # the header's values are extracted; let the element tree go
-        return _Item(index, fp, size, header, labels, _digest(fp, start))
+        labels, unverified = self._labels(header)
+        header.dataset = header.source = None  # the header's values are extracted; let the element tree go
+        return _Item(index, fp, size, header, labels, _digest(fp, start), unverified=unverified)
+
+    def _labels(self, header: InstanceHeader) -> tuple[list[str], str | None]:
+        """The instance's sensitivity labels, and why they could not all be read (None: they could).
+
+        An instance whose labels cannot all be read is labelled UNVERIFIED,
+        so it is sensitive (fail closed); the outcome and the log say so."""
+        if header.dataset is None:
+            return [], None
+        found = examine(header.dataset, self.rules, source=header.source, end=header.source_end)
+        if found.unverified is not None:
+            log.warning("instance %s: sensitivity labels could not all be read (%s); treated as sensitive",
+                        header.sop_instance_uid, found.unverified)
+        return found.labels, found.unverified
 
     def _store_items(self, principal: Principal, account_id: str, items: list[_Item]) -> dict[int, IngestResult]:
         results: dict[int, IngestResult] = {}
@@ -266,7 +281,7 @@ class IngestService:
                             new.append(item)
                     if new:
                         self._index(s, principal, account_id, new, studies)
-                    out.update((i.index, i.result(Outcome.STORED, "stored")) for i in new)
+                    out.update((i.index, i.result(Outcome.STORED, _stored(i))) for i in new)
                 for item in written:
                     if out[item.index].outcome is not Outcome.STORED:
                         self._remove_object(item.key)
@@ -354,6 +369,7 @@ class IngestService:
                     "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
                     "sop_class_uid": h.sop_class_uid, "transfer_syntax": h.transfer_syntax_uid,
                     "bytes": item.size, "labels": item.labels,
+                    **({"labels_unverified": item.unverified} if item.unverified else {}),
                 },
             ))
         conn.execute(_INSERT_INSTANCES, instance_rows)
@@ -402,7 +418,8 @@ def _judge(
         decision = decisions[sensitive]
         item.refused_visibly = not decision.allowed and decision.visible
         if not decision.allowed:
-            yield item, item.result(Outcome.REFUSED, f"refused: {decision.reason}")
+            yield item, item.result(Outcome.REFUSED, f"refused: {decision.reason}" + (
+                f" (treated as sensitive: {item.unverified})" if sensitive and item.unverified else ""))
         elif study is not None and study.deleted_at is not None:
             yield item, item.result(Outcome.UNAVAILABLE, _being_deleted(item))
         elif item.header.sop_instance_uid in existing:
@@ -458,6 +475,12 @@ def _existing(s: Session, account_id: str, sop_uids: Iterable[str]) -> dict[str,
         for row in conn.execute(_SELECT_EXISTING, {"account": account_id, "uids": chunk}):
             out[row.sop_uid] = row.digest
     return out
+
+
+def _stored(item: _Item) -> str:
+    if item.unverified:
+        return f"stored as sensitive: the sensitivity labels could not all be read ({item.unverified})"
+    return "stored"
 
 
 def _being_deleted(item: _Item) -> str:
