@@ -113,9 +113,19 @@ def read_header(svc: Services, ref: InstanceRef):  # type: ignore[no-untyped-def
     """The data set without pixel data, reading only the object's first bytes where possible.
 
     A prefix is used only once it reaches the Pixel Data tag, so no header
-    element can be cut off; objects without pixels (and deflated ones) are read whole.
+    element can be cut off; objects without pixels are read whole, deflated
+    ones are inflated only up to their pixel data.
     """
-    probe = ref.size if (not ref.rows or ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99") else min(ref.size, HEADER_PROBE)
+    if ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99":  # deflated: inflated as parsed, never whole
+        from gateway.frames import FrameError, header_dataset
+
+        try:
+            ds = header_dataset(svc.retrieve.file(ref))
+        except FrameError as exc:
+            raise HttpError(500, f"the stored instance cannot be read: {exc}") from None
+        del ds.inflated
+        return ds
+    probe = ref.size if not ref.rows else min(ref.size, HEADER_PROBE)
     while True:
         data = b"".join(svc.retrieve.open(ref, 0, probe))
         if probe >= ref.size or any(t in data[132:] for t in _PIXEL_TAG):
@@ -231,7 +241,7 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
     chunks: Iterable[bytes]
     try:
         if want == stored_type:  # read one frame at a time as the response is sent
-            ts, chunks = iter_raw_frames(fp, numbers)
+            ts, chunks = iter_raw_frames(fp, numbers, settings.max_render_pixels)
             ctype = f"{stored_type}; transfer-syntax={ts}"
         else:
             _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)

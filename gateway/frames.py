@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
 
@@ -267,29 +268,18 @@ def open_source(fp_or_bytes: bytes | bytearray | memoryview | BinaryIO) -> Pixel
     is never scanned for its end, so with a ranged reader (see
     ``RetrieveService.file``) a frame costs its own bytes plus the header,
     not the object. Elements after the pixel data are not read. Pixel values
-    up to :data:`DEFER_SIZE` are read into memory. Deflated objects are read
-    whole (their offsets are in the inflated stream).
+    up to :data:`DEFER_SIZE` are read into memory. Deflated objects are
+    inflated as they are read (:class:`Inflater`), never whole: a few hundred
+    kB of zeros can inflate to gigabytes.
     """
     if isinstance(fp_or_bytes, (bytes, bytearray, memoryview)):
         fp: BinaryIO = io.BytesIO(bytes(fp_or_bytes))
     else:
         fp = fp_or_bytes
-    start = fp.tell()
-    ds = _dcmread(fp, DEFER_SIZE, stop_before_pixels=True)
+    ds = header_dataset(fp)
     ts = _transfer_syntax(ds)
     if ts.is_deflated:
-        fp.seek(start)
-        ds = _dcmread(fp, None)
-        tag = next((t for t in _PIXEL_TAGS if t in ds), None)
-        if tag is None:
-            return PixelSource(fp, ds, ts, None, None, None, None, None, 0)
-        elem = ds.get_item(tag, keep_deferred=True)
-        value = ds[tag].value if isinstance(elem, RawDataElement) else elem.value
-        value = bytes(value or b"")
-        source = PixelSource(fp, ds, ts, tag, getattr(ds[tag], "VR", None), value, None, len(value), 0)
-        source.count = frame_count(ds)
-        return source
-
+        fp = ds.inflated  # type: ignore[attr-defined]  # positions below are in the inflated stream
     found = _pixel_element_header(fp, ts)
     if found is None:
         return PixelSource(fp, ds, ts, None, None, None, None, None, 0)
@@ -306,6 +296,127 @@ def open_source(fp_or_bytes: bytes | bytearray | memoryview | BinaryIO) -> Pixel
         source = PixelSource(fp, ds, ts, tag, vr, None, value_tell, length, 0)
     source.count = frame_count(ds)
     return source
+
+
+def header_dataset(fp: BinaryIO) -> Dataset:
+    """The data set up to (not including) its pixel data; ``fp`` is left at the pixel data element.
+
+    The File Meta is read first, so that a deflated data set is inflated as
+    it is parsed (pydicom would inflate all of it first); then the returned
+    data set has an ``inflated`` attribute: the :class:`Inflater` whose
+    position is at the pixel data element.
+    """
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    start = fp.tell()
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise FrameError(f"the stored object is not a readable DICOM file: {exc}") from exc
+    ts = meta.get("TransferSyntaxUID")
+    if not ts or not UID(str(ts)).is_deflated:
+        fp.seek(start)
+        return _dcmread(fp, DEFER_SIZE, stop_before_pixels=True)
+    inflated = Inflater(fp, fp.tell())
+    try:
+        ds = read_dataset(inflated, False, True, stop_when=_at_pixels, defer_size=DEFER_SIZE)
+    except (EOFError, OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
+        raise FrameError(f"the stored object's deflated data set cannot be read: {exc}") from exc
+    ds.file_meta = meta
+    ds.inflated = inflated  # type: ignore[attr-defined]
+    return ds
+
+
+def _at_pixels(tag: Any, vr: str | None, length: int) -> bool:
+    return int(tag) in _PIXEL_TAGS
+
+
+class Inflater(io.RawIOBase):
+    """A raw-deflate stream (Deflated Explicit VR Little Endian, PS3.5 A.5) read as a seekable file.
+
+    Inflates in bounded steps as it is read; keeps only a window behind the
+    position (small backward seeks, as the parser makes, stay cheap); a seek
+    further back starts again from the beginning. ``tell``/``seek`` are
+    positions in the inflated data.
+    """
+
+    KEEP = 256 << 10
+    STEP = 1 << 20
+
+    def __init__(self, fp: BinaryIO, start: int) -> None:
+        super().__init__()
+        self.fp, self.start = fp, start
+        self._restart()
+
+    def _restart(self) -> None:
+        self.fp.seek(self.start)
+        self.z = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.buf = bytearray()
+        self.buf_pos = 0  # inflated offset of buf[0]
+        self.pos = 0
+        self.eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.pos
+        elif whence != io.SEEK_SET:
+            raise OSError("an inflated stream cannot seek from its end")
+        if offset < 0:
+            raise ValueError("negative seek position")
+        if offset < self.buf_pos:
+            self._restart()
+        self.pos = offset
+        return self.pos
+
+    def _more(self) -> bool:
+        """Inflate at most STEP more bytes into buf; False at the end of the stream."""
+        if self.eof:
+            return False
+        data = self.z.unconsumed_tail or self.fp.read(64 << 10)
+        if not data:
+            out = self.z.flush()
+            self.eof = True
+        else:
+            out = self.z.decompress(data, self.STEP)
+            if self.z.eof:
+                self.eof = True
+        self.buf += out
+        # drop what lies more than KEEP behind the position
+        drop = min(len(self.buf), self.pos - self.KEEP - self.buf_pos)
+        if drop > 0:
+            del self.buf[:drop]
+            self.buf_pos += drop
+        return bool(out) or not self.eof
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            end = self.buf_pos + len(self.buf)
+        else:
+            end = self.pos + size
+            while self.buf_pos + len(self.buf) < end and self._more():
+                pass
+        lo = self.pos - self.buf_pos
+        data = bytes(self.buf[max(0, lo) : max(0, end - self.buf_pos)]) if lo >= 0 else b""
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 def _tag(value: int) -> Any:
@@ -377,7 +488,9 @@ def raw_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[str, 
     return ts, list(frames)
 
 
-def iter_raw_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[str, Iterator[bytes]]:
+def iter_raw_frames(
+    fp_or_bytes: bytes | BinaryIO, numbers: list[int], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[str, Iterator[bytes]]:
     """Like :func:`raw_frames`, but the frames are read as the iterator is consumed.
 
     Everything that can be checked is checked before this returns (and the
@@ -385,13 +498,16 @@ def iter_raw_frames(fp_or_bytes: bytes | BinaryIO, numbers: list[int]) -> tuple[
     frames and encapsulated frames with an offset table are then read one at
     a time: a response of many frames holds one frame at a time, not all of
     them. Encapsulated frames without offsets are found in one pass, read
-    before this returns.
+    before this returns. Deflated frames are inflated data, so ``max_pixels``
+    bounds them like decoded frames.
     """
     src = open_source(fp_or_bytes)
     numbers = check_frame_numbers(list(numbers), src.count)
     ts = src.transfer_syntax
     if str(ts) in _VIDEO:
         raise FrameError(f"transfer syntax {ts} is a video stream; frames cannot be retrieved from it")
+    if ts.is_deflated:
+        check_decode_size(src, len(numbers), max_pixels)
     if src.encapsulated and not _random_access(src):
         return str(ts), iter(_encapsulated_frames(src, numbers))
     read = _encapsulated_frames if src.encapsulated else _native_frames

@@ -74,6 +74,15 @@ def big_multiframe(frames: int = 240, side: int = 512) -> tuple[bytes, int]:
     return _part10(ds), side * side * 2
 
 
+def deflate_bomb(side: int) -> bytes:
+    """Deflated Explicit VR Little Endian, ``side`` x ``side`` zeros: ~1000:1."""
+    ds = _dataset(side, side)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    ds.PixelData = bytes(side * side)
+    ds["PixelData"].VR = "OB"
+    return _part10(ds)
+
+
 def large_jpeg(side: int) -> bytes:
     """A JPEG baseline 8-bit ``side`` x ``side`` grey gradient (Pillow), a few MB stored."""
     from PIL import Image
@@ -228,6 +237,25 @@ def test_over_the_limit_a_thumbnail_is_decoded_at_a_reduced_resolution(owner):
     assert get(f"{path}/rendered", "image/jpeg", viewport="512,512").status_code == 200
     _refused(get(f"{path}/rendered", "image/jpeg"))  # the whole image: over the limit
     _refused(get(f"{path}/frames/1", DECODED))
+
+
+def test_deflated_instances_are_inflated_only_as_far_as_needed(owner):
+    """56 MB of inflated pixels in a ~55 kB object: refused renders and metadata inflate the header only."""
+    gw, get, stow = owner
+    raw = deflate_bomb(7500)
+    assert len(raw) < MB
+    path = stow(raw)
+    for suffix, accept in (("rendered", "image/jpeg"), ("thumbnail", "image/png"), ("frames/1", DECODED),
+                           ("frames/1", None)):  # as stored, a deflated frame is inflated pixels too
+        with PeakGrowth(gw) as mem:
+            rsp = get(f"{path}/{suffix}", accept)
+        _refused(rsp)
+        assert mem.growth < 30 * MB, f"{suffix}: the worker grew by {mem.growth / MB:.0f} MB"
+    with PeakGrowth(gw) as mem:
+        rsp = get(f"{path}/metadata")
+    assert rsp.status_code == 200, rsp.text[:300]
+    assert rsp.json()[0]["00280010"]["Value"] == [7500]
+    assert mem.growth < 30 * MB, f"metadata: the worker grew by {mem.growth / MB:.0f} MB"
 
 
 # -- 8. frame lists and range reads -------------------------------------------------------------

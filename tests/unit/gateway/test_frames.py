@@ -462,3 +462,43 @@ def test_an_encapsulated_frame_is_read_without_scanning_the_rest():
         _, frames = raw_frames(reader, [1])
         assert frames == [encoded[0]]
         assert reader.bytes_read < len(encoded[0]) + 64 * 1024, offsets
+
+
+def _deflated_multiframe(frames: int = 16, side: int = 256) -> tuple[bytes, np.ndarray]:
+    ds = _read("CT_small.dcm")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 4000, size=(frames, side, side), dtype=np.int16)
+    arr[::2] = 0  # half of the frames compress to almost nothing
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames = frames
+    ds.PixelData = arr.tobytes()
+    return _save(ds), arr
+
+
+def test_deflated_frames_are_inflated_as_read_in_any_order():
+    from gateway.frames import header_dataset
+
+    data, arr = _deflated_multiframe()
+    _, frames = raw_frames(data, [16, 1, 8, 9])  # 16 then 1: a seek back starts the inflation again
+    assert frames == [arr[15].tobytes(), arr[0].tobytes(), arr[7].tobytes(), arr[8].tobytes()]
+    _, decoded = decoded_frames(data, [3, 2])
+    assert decoded == [arr[2].tobytes(), arr[1].tobytes()]
+
+    ds = header_dataset(io.BytesIO(data))
+    assert ds.Rows == 256 and "PixelData" not in ds
+    inflated = ds.inflated
+    start = inflated.tell()
+    inflated.seek(start + 12 + 15 * arr[0].nbytes)  # past the element header, to the last frame
+    assert inflated.read(arr[0].nbytes) == arr[15].tobytes()
+    assert len(inflated.buf) < arr[0].nbytes + inflated.KEEP + 2 * inflated.STEP  # not the 2 MB before it
+
+
+def test_deflated_frames_count_against_max_pixels():
+    """As stored, a deflated frame is inflated pixels: bounded like a decoded one."""
+    from gateway.frames import iter_raw_frames
+
+    data, _ = _deflated_multiframe()
+    iter_raw_frames(data, [1, 2], max_pixels=2 * 256 * 256)
+    with pytest.raises(FrameTooLarge):
+        iter_raw_frames(data, [1, 2, 3], max_pixels=2 * 256 * 256)
