@@ -206,7 +206,7 @@ class _Walk:
         """A data set pydicom parsed: its elements are mostly raw (undecoded)."""
         encodings = getattr(ds, "original_character_set", None) or getattr(ds, "_parent_encoding", None)
         by_tag = self.by_tag
-        ends: list[int] = []
+        ends: list[tuple[int, int]] = []
         raw = getattr(ds, "_dict", None)  # the element dict itself: get_item() per element cost more than the walk
         elements = raw.items() if isinstance(raw, dict) else ((t, ds.get_item(t, keep_deferred=True)) for t in ds.keys())
         for tag, elem in elements:
@@ -221,16 +221,16 @@ class _Walk:
                 # fail closed, but walk the other elements: their labels are still worth knowing
                 self.unverified = self.unverified or _reason(exc)
 
-    def element(self, ds: Dataset, tag: int, elem: Any, depth: int, encodings: Any, ends: list[int],
-                top: bool) -> None:
-        """One element of a parsed data set (``ends``: the data set's element offsets, filled when needed)."""
+    def element(self, ds: Dataset, tag: int, elem: Any, depth: int, encodings: Any,
+                ends: list[tuple[int, int]], top: bool) -> None:
+        """One element of a parsed data set (``ends``: its elements' positions, filled when needed)."""
         if isinstance(elem, DataElement):  # converted already (undefined-length sequences, built in memory)
             if elem.VR == "SQ":
                 start = elem.file_tell
                 # only the top level's offsets are offsets in the source
                 if top and self.source is not None and start is not None and elem.is_undefined_length:
                     if not ends:
-                        ends.extend(_element_starts(ds, self._implicit(ds)))
+                        ends.extend(_positions(ds))
                     self.reread_sequence(ds, start, ends, encodings)
                 else:
                     self.walk_sequence(elem.value or [], depth + 1)
@@ -273,10 +273,6 @@ class _Walk:
             self.items_of(memoryview(value), 0, len(value), elem.is_implicit_VR, little, depth + 1, encodings,
                           undefined=False)
 
-    @staticmethod
-    def _implicit(ds: Dataset) -> bool:
-        return bool(ds.original_encoding[0])
-
     def walk_sequence(self, items: Iterable[Dataset], depth: int) -> None:
         if depth > MAX_DEPTH:
             raise _Unwalkable(f"sequences are nested deeper than {MAX_DEPTH} levels")
@@ -284,26 +280,34 @@ class _Walk:
             self.count_item()
             self.dataset(item, depth)
 
-    def reread_sequence(self, ds: Dataset, start: int, ends: list[int], encodings: Any) -> None:
+    def reread_sequence(self, ds: Dataset, start: int, after: list[tuple[int, int]], encodings: Any) -> None:
         """An undefined-length sequence the parser read: read it again from its bytes.
 
-        The parser reads a UN sequence in the file's explicit VR, guessing
-        element by element; the standard says implicit VR little endian.
-        Where the two disagree, a label can hide, so the sequence is walked
-        as the standard reads it, and must end exactly where the parser
-        found the next element.
+        pydicom guesses each item's encoding from its first element's bytes;
+        the standard says a UN sequence is implicit VR little endian. Where
+        the two disagree a label can hide, so the sequence is walked as the
+        standard reads it, and it must end exactly where the parser found
+        the next element (``after``: the data set's (value offset, tag), sorted).
         """
         implicit, little = (bool(x) for x in ds.original_encoding)
-        stop = next((e for e in ends if e > start), self.end)
+        nxt = next(((tell, tag) for tell, tag in after if tell > start), None)
+        stop = nxt[0] if nxt is not None else self.end
         if stop is None:
             raise _Unwalkable("the end of the data set is unknown")
-        data = self.read(start, stop - start) if stop > start else b""
-        if not implicit:
-            vr = self.read(start - 8, 2)
-            if vr == b"UN":
-                implicit, little = True, True
-        end = self.items_of(memoryview(data), 0, len(data), implicit, little, 1, encodings, undefined=True)
-        if end != len(data):
+        head = min(12, start)
+        data = self.read(start - head, stop - start + head)  # with the element's own header (its VR)
+        content_implicit, content_little = implicit, little
+        if not implicit and head == 12 and data[4:6] == b"UN":
+            content_implicit, content_little = True, True
+        end = self.items_of(memoryview(data), head, len(data), content_implicit, content_little, 1, encodings,
+                            undefined=True)
+        if nxt is None:
+            ok = end == len(data)
+        else:  # the next element's header fills the rest exactly
+            tag = struct.unpack_from("<HH" if little else ">HH", data, end) if end + 8 <= len(data) else None
+            header = 8 if implicit or data[end + 4:end + 6] not in _LONG_VRS else 12
+            ok = tag is not None and (tag[0] << 16 | tag[1]) == nxt[1] and end + header == len(data)
+        if not ok:
             raise _Unwalkable("an undefined-length sequence does not end where the parser found its end")
 
     def count_item(self) -> None:
@@ -446,18 +450,14 @@ def _kind(tag: int, vr: str | None, by_tag: dict[int, list[Rule]]) -> str | None
     return "text" if tag in by_tag else None
 
 
-def _element_starts(ds: Dataset, implicit: bool) -> list[int]:
-    """Sorted byte offsets where the data set's elements begin (header included)."""
-    starts = []
-    for tag in ds.keys():
-        elem = ds.get_item(tag, keep_deferred=True)
+def _positions(ds: Dataset) -> list[tuple[int, int]]:
+    """(value offset, tag) of the data set's elements, sorted by offset."""
+    out = []
+    for tag, elem in ds._dict.items():
         tell = elem.file_tell if isinstance(elem, DataElement) else elem.value_tell
-        if tell is None:
-            continue
-        vr = elem.VR
-        short = implicit or vr is None or vr.encode() not in _LONG_VRS
-        starts.append(tell - (8 if short else 12))
-    return sorted(starts)
+        if tell is not None:
+            out.append((tell, int(tag)))
+    return sorted(out)
 
 
 def _encodings(encodings: Any) -> list[str]:

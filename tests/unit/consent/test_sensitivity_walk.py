@@ -58,6 +58,24 @@ def test_labels_found_before_the_walk_failed_are_kept():
     assert walk(inst).labels == ["HIV", UNVERIFIED]
 
 
+def test_a_un_sequence_the_parser_ends_elsewhere_is_unverified():
+    """pydicom reads this item as explicit VR (its first element's length looks like "LO") and ends
+    the sequence inside that element's value; read as implicit VR LE it ends later. The two
+    readings disagree on what follows the sequence, so the labels cannot be trusted."""
+    size = 0x4F4C
+    early_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    rest = size - len(early_end)
+    cover = element(0x00091003, "OB", b"", EXPLICIT, length=rest - 12 + 16)  # to the real delimiters
+    value = struct.pack("<HHL", 0x0009, 0x1002, size) + early_end + cover + b"\0" * (rest - len(cover))
+    body = struct.pack("<HHL", 0xFFFE, 0xE000, hostile.UNDEFINED) + value + early_end
+    inst = Instance(hostile.EXPLICIT_LE, {0x00081115: element(0x00081115, "UN", body, EXPLICIT,
+                                                              length=hostile.UNDEFINED)})
+    data = inst.part10()
+    parsed = parse_instance(io.BytesIO(data), len(data))
+    assert 0x00091003 in parsed.dataset  # the parser's reading: a top-level element after the sequence
+    assert walk(inst).labels == [UNVERIFIED]  # the implicit reading runs past where the parser's sequence ends
+
+
 def test_un_content_that_is_not_a_sequence_is_unverified_when_the_dictionary_says_sq():
     inst = Instance(hostile.EXPLICIT_LE, {0x00081115: element(0x00081115, "UN", b"not a sequence!!", EXPLICIT)})
     assert walk(inst).labels == [UNVERIFIED]

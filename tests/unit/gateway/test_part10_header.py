@@ -50,3 +50,21 @@ def test_same_bytes_as_pydicom(sop, ts, ae):
 def test_invalid_uid_is_refused(bad):
     with pytest.raises(ValueError):
         part10_header("1.2.840.10008.5.1.4.1.1.2", bad, "1.2.840.10008.1.2", "AE")
+
+
+@pytest.mark.parametrize("name,inflated", [("CT_small.dcm", False), ("image_dfl.dcm", True)])
+def test_parse_hands_the_sensitivity_walk_the_bytes_it_parsed(name, inflated):
+    """The walk reads deferred values back from ``source``: the file itself, or for a deflated
+    file the data set the parse inflated (positions are positions in those bytes)."""
+    from gateway.dicomfile import parse_instance
+    from tests.support.data import sample_file
+
+    data = sample_file(name).read_bytes()
+    fp = io.BytesIO(data)
+    header = parse_instance(fp, len(data), meta_must_match=False)
+    assert (header.source is not fp) == inflated
+    if inflated:
+        header.source.seek(0)
+        assert header.source_end == len(header.source.read()) > len(data)
+    else:
+        assert header.source_end == len(data)
