@@ -186,6 +186,12 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
         raise HttpError(406, 'bulk data is available as multipart/related; type="application/octet-stream"')
     svc = _services()
     [ref] = sel.instances
+    streamed = _pixel_bulkdata(svc, ref, tag_int)
+    if streamed is not None:
+        svc.retrieve.record(principal, account_id, sel.instances, "bulkdata-viewed", {"tag": tag})
+        boundary = new_boundary()
+        body = write_parts([({"Content-Type": "application/octet-stream"}, streamed)], boundary)
+        return Response(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
     ds = dcmread(io.BytesIO(svc.retrieve.read(ref)))
     if tag_int not in ds:
         raise HttpError(404, f"the instance has no attribute {tag}")
@@ -196,6 +202,29 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
     boundary = new_boundary()
     body = write_parts([({"Content-Type": "application/octet-stream"}, [bytes(value)])], boundary)
     return Response(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+
+
+def _pixel_bulkdata(svc: Services, ref: InstanceRef, tag: int) -> Iterable[bytes] | None:
+    """Native pixel data of a defined length, streamed from the store by range; None otherwise.
+
+    (A large multi-frame's Pixel Data is most of the object: it is never
+    gathered in memory. Encapsulated and deflated values are left to the
+    whole-object path.)
+    """
+    from gateway.frames import FrameError, open_source
+
+    if tag not in (0x7FE00010, 0x7FE00008, 0x7FE00009) or ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99":
+        return None
+    try:
+        src = open_source(svc.retrieve.file(ref))
+    except FrameError:
+        return None
+    if src.pixel_tag != tag or src.length is None:
+        return None
+    if src.value is not None:
+        return [src.value]
+    assert src.value_tell is not None
+    return svc.retrieve.open(ref, src.value_tell, src.value_tell + src.length)
 
 
 # ---------------------------------------------------------------- frames

@@ -284,6 +284,14 @@ def test_one_frame_of_a_large_multiframe_is_read_by_ranges(owner, multiframe):
     assert rsp.status_code == 200, rsp.text[:300]
     assert len(rsp.content) > size - MB
     assert mem.growth < 40 * MB, f"240 frames grew the worker by {mem.growth / MB:.0f} MB"
+    # the Pixel Data as bulk data: streamed by range too
+    with PeakGrowth(gw) as mem:
+        rsp = get(f"{path}/bulkdata/7FE00010")
+    assert rsp.status_code == 200, rsp.text[:300]
+    assert len(rsp.content) > 240 * frame_len
+    for k in (1, 240):
+        assert rsp.content.count(np.full(64, k, dtype="<u2").tobytes()) >= frame_len // 128 - 1
+    assert mem.growth < 40 * MB, f"the Pixel Data as bulk data grew the worker by {mem.growth / MB:.0f} MB"
     with PeakGrowth(gw) as mem:
         rsp = get(f"{path}/frames/240/rendered", "image/png")
     assert rsp.status_code == 200, rsp.text[:300]
