@@ -314,13 +314,16 @@ def _iter_parts(
 
             elif state == _AFTER_DELIM:
                 avail = len(buf) - pos
-                if avail >= 2 and buf[pos] == 0x2D and buf[pos + 1] == 0x2D:  # "--": close delimiter
+                # "--" makes a close delimiter only right after the boundary: transport padding
+                # comes after it, never before (a padding already consumed rules it out)
+                close_possible = padding_seen == 0
+                if close_possible and avail >= 2 and buf[pos] == 0x2D and buf[pos + 1] == 0x2D:
                     if part is not None:
                         done, part = part, None
                         done.file.seek(0)
                         yield done
                     return  # the epilogue is ignored (and not read)
-                if not (avail == 1 and buf[pos] == 0x2D):  # a lone "-" may become "--": read more
+                if not (close_possible and avail == 1 and buf[pos] == 0x2D):  # a lone "-" may become "--"
                     j = buf.find(_CRLF, pos)
                     if j >= 0:
                         if buf[pos:j].strip(b" \t"):

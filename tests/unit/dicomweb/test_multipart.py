@@ -642,3 +642,16 @@ def test_max_total_same_outcome_whatever_the_chunking():
     assert outcomes == {(b"", b"\r\n")}
     with pytest.raises(BodyTooLarge):  # a byte of the close delimiter beyond the limit
         list(iter_parts(io.BytesIO(body), "fuzz-b0undary", max_total=limit - 1))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
+def test_padding_before_the_close_dashes_is_refused_whatever_the_chunking(chunk):
+    """Found by tests/fuzz: read byte by byte, "--boundary \\t--" was taken as a close delimiter
+    (the padding consumed before the dashes arrived); read whole, it was refused. RFC 2046 puts
+    transport padding after the close delimiter's "--", so it is refused either way."""
+    body = b"\r\n--fuzz-b0undary \t--"
+    with pytest.raises(MultipartError, match="unexpected data after"):
+        list(iter_parts(io.BytesIO(body), "fuzz-b0undary", chunk_size=chunk))
+    # padding after the dashes is still a close delimiter
+    ok = b"--fuzz-b0undary\r\n\r\nabc\r\n--fuzz-b0undary-- \t\r\n"
+    assert [p.file.read() for p in iter_parts(io.BytesIO(ok), "fuzz-b0undary", chunk_size=chunk)] == [b"abc"]
