@@ -42,6 +42,8 @@ from pydicom.encaps import generate_frames, get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from gateway.settings import Settings
+
 # Values larger than this are left on disk by the header parse; Pixel Data
 # above it is read frame by frame with seeks.
 DEFER_SIZE = 1024 * 1024
@@ -80,10 +82,9 @@ class FrameTooLarge(FrameError):
     """Decoding would need more pixels than allowed (``max_render_pixels``): HTTP 422."""
 
 
-#: the default bound on decoded pixels (Settings.max_render_pixels)
-DEFAULT_MAX_PIXELS = 40_000_000
-#: the default bound on frame numbers in one request (Settings.max_frames_per_request)
-DEFAULT_MAX_FRAMES = 256
+#: the defaults of the bounds, for callers without settings (the HTTP layer passes the configured ones)
+DEFAULT_MAX_PIXELS: int = Settings.max_render_pixels
+DEFAULT_MAX_FRAMES: int = Settings.max_frames_per_request
 #: the largest frame number there can be: Number of Frames is an IS (PS3.5 6.2)
 MAX_FRAME_NUMBER = 2**31 - 1
 
@@ -512,6 +513,8 @@ def iter_raw_frames(
         return str(ts), iter(_encapsulated_frames(src, numbers))
     read = _encapsulated_frames if src.encapsulated else _native_frames
     first = read(src, numbers[:1])
+    if not src.encapsulated and int(src.ds.get("BitsAllocated") or 0) != 1:
+        return str(ts), _native_runs(src, numbers, first[0])
 
     def frames() -> Iterator[bytes]:
         yield first[0]
@@ -519,6 +522,26 @@ def iter_raw_frames(
             yield read(src, [n])[0]
 
     return str(ts), frames()
+
+
+#: consecutive native frames are read together up to this many bytes (one store request)
+RUN_BYTES = 4 << 20
+
+
+def _native_runs(src: PixelSource, numbers: list[int], first: bytes) -> Iterator[bytes]:
+    """Native frames (fixed stride), consecutive numbers read in one range of up to RUN_BYTES."""
+    frame_len = len(first)
+    per_read = max(1, RUN_BYTES // max(1, frame_len))
+    yield first
+    i = 1
+    while i < len(numbers):
+        j = i + 1
+        while j < len(numbers) and j - i < per_read and numbers[j] == numbers[j - 1] + 1:
+            j += 1
+        data = _read_range(src, (numbers[i] - 1) * frame_len, (j - i) * frame_len)
+        for k in range(j - i):
+            yield data[k * frame_len : (k + 1) * frame_len]
+        i = j
 
 
 def _random_access(src: PixelSource) -> bool:

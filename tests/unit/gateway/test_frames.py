@@ -502,3 +502,18 @@ def test_deflated_frames_count_against_max_pixels():
     iter_raw_frames(data, [1, 2], max_pixels=2 * 256 * 256)
     with pytest.raises(FrameTooLarge):
         iter_raw_frames(data, [1, 2, 3], max_pixels=2 * 256 * 256)
+
+
+def test_consecutive_native_frames_are_read_together():
+    """One read per run of consecutive frames (each read is a store request), frames still exact."""
+    from gateway.frames import iter_raw_frames
+
+    data, arr = _multiframe_native(frames=12, size=512)  # 6 MB: Pixel Data left in the file
+    reader = CountingReader(data)
+    calls = []
+    read = reader.read
+    reader.read = lambda size=-1: calls.append(size) or read(size)  # type: ignore[method-assign]
+    _, frames = iter_raw_frames(reader, [1, 2, 3, 4, 9, 10, 12, 5])
+    before = len(calls)
+    assert list(frames) == [arr[n - 1].tobytes() for n in (1, 2, 3, 4, 9, 10, 12, 5)]
+    assert len(calls) - before == 4  # 2-4, 9-10, 12, 5 (frame 1 was read up front)
