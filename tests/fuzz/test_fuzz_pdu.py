@@ -17,7 +17,6 @@ import struct
 import subprocess
 import time
 
-import pytest
 from hypothesis import given, settings
 
 from tests.fuzz import targets
@@ -35,7 +34,6 @@ def test_pynetdicom_decode_raises_only_exceptions(data):
 @settings(FUZZ, max_examples=500)
 @given(targets.scp_pdu_inputs())
 def test_bounded_pdu_reader_and_decode(inp):
-    pytest.importorskip("scp.pdu")
     data, sizes, negotiating = inp
     bound = max(targets.PDU_LIMITS.values())
     with targets.bounded(bound):  # never the announced length
@@ -44,7 +42,6 @@ def test_bounded_pdu_reader_and_decode(inp):
 
 def test_announced_length_is_not_allocated():
     """A 6-byte header announcing 4 GiB is refused before anything is allocated."""
-    pytest.importorskip("scp.pdu")
     header = struct.pack(">BBL", 1, 0, 0xFFFFFFFF)
     with targets.bounded(0):
         assert targets.scp_pdu(header, [6], True) == "refused by the reader: pdu_too_long"
