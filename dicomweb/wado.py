@@ -9,6 +9,7 @@ caller may not see answers 404, exactly like what does not exist.
 from __future__ import annotations
 
 import io
+import math
 import logging
 from typing import Iterable, Iterator
 
@@ -20,6 +21,7 @@ from dicomweb.dicomjson import dataset_json
 from dicomweb.media import MediaTypeError, parse_accept
 from dicomweb.multipart import new_boundary, write_parts
 from gateway.httpauth import HttpError, principal_from_request, service_errors
+from gateway.numbers import NumberError, parse_int
 from gateway.retrieve import InstanceRef, Selection
 from gateway.services import Services
 
@@ -311,11 +313,9 @@ def _viewport() -> tuple[int, int] | None:
     if not raw:
         return None
     try:
-        w, h = (int(x) for x in raw.split(",")[:2])
-        if w < 1 or h < 1 or w > 8192 or h > 8192:
-            raise ValueError
-        return w, h
-    except ValueError:
+        w, h = (parse_int(x.strip(), "viewport", minimum=1, maximum=8192) for x in raw.split(",")[:2])
+        return w, h  # type: ignore[return-value]
+    except (NumberError, ValueError):
         raise HttpError(400, "viewport must be 'width,height' (1 to 8192)") from None
 
 
@@ -327,7 +327,8 @@ def _window() -> tuple[float, float, str] | None:
         parts = raw.split(",")
         center, width = float(parts[0]), float(parts[1])
         fn = parts[2].upper() if len(parts) > 2 else "LINEAR"
-        if width <= 0 or fn not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        if not (math.isfinite(center) and math.isfinite(width)) or width <= 0 \
+                or fn not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
             raise ValueError
         return center, width, fn
     except (ValueError, IndexError):
@@ -341,9 +342,10 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
 
     mtype = _image_type()
     viewport, window = _viewport(), _window()
-    quality = request.args.get("quality", "90")
-    if not quality.isdigit() or not 1 <= int(quality) <= 100:
-        raise HttpError(400, "quality must be 1 to 100")
+    try:
+        quality = parse_int(request.args.get("quality"), "quality", minimum=1, maximum=100, default=90)
+    except NumberError as exc:
+        raise HttpError(400, str(exc)) from None
     if frame > MAX_FRAME_NUMBER:
         raise HttpError(400, f"frame number {str(frame)[:24]} is larger than any instance can have ({MAX_FRAME_NUMBER})")
     principal, sel = _select(account_id, study, series, sop)
@@ -356,7 +358,7 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
                 image = thumbnail(fp, media_type=mtype, max_pixels=max_pixels)
             else:
                 image = render(fp, frame=frame, media_type=mtype, viewport=viewport, window=window,
-                               quality=int(quality), max_pixels=max_pixels)
+                               quality=quality, max_pixels=max_pixels)
     except FrameOutOfRange as exc:
         raise HttpError(404, str(exc)) from None
     except FrameTooLarge as exc:

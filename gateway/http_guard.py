@@ -288,7 +288,10 @@ class GuardedServer(TcpWSGIServer):
                 channel.will_close = True
             elif channel.refused_at is not None and now - channel.refused_at > LINGER_SECONDS:
                 channel.will_close = True
-        self.pull_trigger()  # the loop looks at will_close at once
+        try:
+            self.pull_trigger()  # the loop looks at will_close at once
+        except OSError:
+            pass  # the server is closing: its trigger is gone
 
 
 def make_guarded_server(app: Any, settings: Settings, sock: socket.socket | None, **kw: Any) -> GuardedServer:

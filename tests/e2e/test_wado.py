@@ -165,6 +165,18 @@ def test_rendered_window_changes_the_image(stored):
     assert get(gw, acc, base, token, "image/png", viewport="0,-1").status_code == 400
 
 
+@pytest.mark.parametrize("param, value", [
+    ("quality", "\u00b2"), ("quality", "9" * 40), ("quality", "0"), ("viewport", "\u0661\u0662,10"),
+    ("viewport", "10,99999999999999999999"), ("window", "nan,100"), ("window", "40,inf"),
+])
+def test_rendered_parameters_out_of_range_are_400(stored, param, value):
+    gw, _, accounts = stored
+    acc, raw, token = accounts["1.2.840.10008.1.2.1"]
+    study, series, sop = uids(raw)
+    base = f"studies/{study}/series/{series}/instances/{sop}/rendered"
+    assert get(gw, acc, base, token, "image/png", **{param: value}).status_code == 400
+
+
 @pytest.mark.parametrize("path,status", [
     ("studies/1.2.3.4.5.6.7", 404),
     ("studies/1.2..3", 400),
