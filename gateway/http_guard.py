@@ -14,7 +14,11 @@ module is the one place that changes it:
   bound closes the *oldest* pending one, so a client that sends its request
   at once always gets in. A request must deliver its headers within
   ``http_header_timeout`` of its first byte (of the connection, for a new
-  one); an idle keep-alive connection keeps ``channel_timeout``.
+  one; blank lines between requests do not restart the clock), then a small
+  body at 16 KiB/s on average; an idle keep-alive connection keeps
+  ``channel_timeout``. Behind a reverse proxy every client has the proxy's
+  address, so the per-address bound becomes a bound on the proxy's
+  incomplete requests: raise it there.
 * **Body limits per route**: STOW-RS may send ``max_stow_bytes``; every
   other route ``max_body_bytes``. A declared length over the limit is
   answered 413 from the headers alone; a chunked body is cut off at the
@@ -54,6 +58,8 @@ log = logging.getLogger("dicomgate")
 
 #: a STOW body larger than this is read only once the application has said yes
 PRECHECK_ABOVE = 1 << 20
+#: a small body (no precheck) must keep arriving at this average rate (bytes/s) after the headers
+MIN_BODY_RATE = 16 << 10
 #: after a refusal, how long and how much of the unread body is discarded before closing
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 << 20
@@ -66,6 +72,7 @@ class GuardedParser(HTTPRequestParser):
     limits: tuple[Adjustments, Adjustments]
     stow = False
     prechecked = False
+    wants_continue = False
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
@@ -103,9 +110,14 @@ class GuardedChannel(HTTPChannel):
 
     def __init__(self, server: "GuardedServer", sock: socket.socket, addr: Any, adj: Adjustments,
                  map: Any = None) -> None:
-        self.request_started = time.time()  # the connection, or the first byte of the next request
+        #: when the current request's clock started: the connection, or the first byte of the
+        #: request after a served one (blank lines between requests do not restart it)
+        self.request_started = time.time()
+        self.clock_rearm = False
+        self.body_deadline: float | None = None
         self.served = 0
-        self.held: bytearray | None = None  # bytes that came while a precheck runs
+        self.held: bytearray | None = None  # bytes that came while a precheck is due or runs
+        self.precheck_due: GuardedParser | None = None  # a STOW waiting for earlier requests' answers
         self.refused_at: float | None = None
         self.discarded = 0
         self.shut = False
@@ -116,16 +128,25 @@ class GuardedChannel(HTTPChannel):
     def pending(self) -> bool:
         """Nothing being served and no complete request (but a STOW the application took): a slot
         held by someone who has not been identified."""
-        if self.requests or self.held is not None or self.refused_at is not None:
+        if self.requests or self.refused_at is not None:
             return False
         request = self.request
         return request is None or not (request.completed or request.prechecked)
 
-    @property
-    def on_request_clock(self) -> bool:
-        """A pending connection that must deliver its request in time (new, or a request begun):
-        not an idle keep-alive connection between requests."""
-        return self.pending and (self.served == 0 or self.request is not None)
+    def overdue(self, now: float, header_timeout: float) -> bool:
+        """A pending connection past its deadline: headers within ``header_timeout`` of the
+        request's first byte (of the connection, for a new one), then a small body at
+        ``MIN_BODY_RATE``. An idle keep-alive connection between requests is not on a clock."""
+        if not self.pending or self.held is not None:
+            return False
+        request = self.request
+        if request is None:
+            return self.served == 0 and now - self.request_started > header_timeout
+        if request.headers_finished:
+            if self.body_deadline is None:
+                self.body_deadline = now + header_timeout + request.content_length / MIN_BODY_RATE
+            return now > self.body_deadline
+        return now - self.request_started > header_timeout
 
     # ---- asyncore side -------------------------------------------------
     def readable(self) -> bool:
@@ -150,15 +171,15 @@ class GuardedChannel(HTTPChannel):
         return super().writable()
 
     def received(self, data: bytes) -> bool:
-        """waitress 3.0 ``HTTPChannel.received``, stopping at the headers of a STOW request to ask first."""
+        """waitress 3.0 ``HTTPChannel.received``, stopping at the headers of a large STOW to ask first."""
         if not data:
             return False
-        if self.refused_at is not None:
-            self.discarded += len(data)
-            if self.discarded > LINGER_BYTES:
-                self.will_close = True
-            return True
         with self.requests_lock:
+            if self.refused_at is not None:
+                self.discarded += len(data)
+                if self.discarded > LINGER_BYTES:
+                    self.will_close = True
+                return True
             if self.will_close or self.close_when_flushed:
                 return False
             if self.held is not None:
@@ -172,12 +193,19 @@ class GuardedChannel(HTTPChannel):
         while data:
             if self.request is None:
                 self.request = self.parser_class(self.adj)
-                self.request_started = time.time()
+                self.body_deadline = None
+                if self.clock_rearm:
+                    self.request_started, self.clock_rearm = time.time(), False
             request = self.request
             n = request.received(data)
             if request.headers_finished and request.needs_precheck:
+                # the answer decides whether the body is read: no 100 Continue before it
+                request.wants_continue, request.expect_continue = request.expect_continue, False
                 self.held = bytearray(data[n:])
-                self.server.add_task(PrecheckTask(self, request))
+                if self.requests:  # answers to earlier requests go out first (service() asks)
+                    self.precheck_due = request
+                else:
+                    self.server.add_task(PrecheckTask(self, request))
                 return
             if (request.expect_continue and request.headers_finished and not self.requests
                     and not self.sent_continue):
@@ -186,6 +214,7 @@ class GuardedChannel(HTTPChannel):
                 self.sent_continue = False
                 if not request.empty:
                     self.served += 1
+                    self.clock_rearm = True
                     self.requests.append(request)
                     if len(self.requests) == 1:
                         self.server.add_task(self)
@@ -194,10 +223,21 @@ class GuardedChannel(HTTPChannel):
                 break
             data = data[n:]
 
+    def service(self) -> None:
+        super().service()
+        with self.requests_lock:
+            due = self.precheck_due
+            if due is not None and not self.requests and self.connected:
+                self.precheck_due = None
+                self.server.add_task(PrecheckTask(self, due))
+
     # ---- precheck outcomes (called from a task thread) --------------------
     def precheck_passed(self, request: GuardedParser) -> None:
         with self.requests_lock:
+            if not self.connected or self.will_close or self.request is not request:
+                return
             request.prechecked = True
+            request.expect_continue = request.wants_continue
             held, self.held = bytes(self.held or b""), None
             if request.expect_continue and not self.requests and not self.sent_continue:
                 self.send_continue()
@@ -211,13 +251,15 @@ class GuardedChannel(HTTPChannel):
         lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
         payload = "\r\n".join(lines).encode("latin-1") + body
         with self.requests_lock:
+            if not self.connected or self.will_close:
+                return
+            with self.outbuf_lock:  # the answer is queued before the channel counts as refused
+                self.outbufs[-1].append(payload)
+                self.current_outbuf_count += len(payload)
+                self.total_outbufs_len += len(payload)
+            self.refused_at = time.time()
             self.held = None
             self.request = None
-            self.refused_at = time.time()
-        with self.outbuf_lock:
-            self.outbufs[-1].append(payload)
-            self.current_outbuf_count += len(payload)
-            self.total_outbufs_len += len(payload)
         self.server.pull_trigger()
 
 
@@ -283,7 +325,7 @@ class GuardedServer(TcpWSGIServer):
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle channels: channel_timeout
         for channel in list(self.active_channels.values()):
-            if channel.on_request_clock and now - channel.request_started > self.header_timeout:
+            if channel.overdue(now, self.header_timeout):
                 REFUSALS.labels("http_header_timeout").inc()
                 channel.will_close = True
             elif channel.refused_at is not None and now - channel.refused_at > LINGER_SECONDS:

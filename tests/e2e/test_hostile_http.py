@@ -7,6 +7,7 @@ media type before it reads a large body.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import socket
@@ -187,3 +188,39 @@ def test_a_large_stow_with_expect_100_continue_gets_its_answer_first(gw, pusher)
     head = stow_head(account["id"], 4 << 30, None) + "Expect: 100-continue\r\n"
     status, answer = raw_request(gw, head)
     assert status == 401 and b"100 Continue" not in answer
+
+
+def test_blank_lines_do_not_restart_the_header_clock(gw):
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=5)
+    try:
+        deadline = time.monotonic() + HEADER_TIMEOUT + 6
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                s.sendall(b"\r\n\r\n")  # an empty request each time, never a real one
+            except OSError:
+                closed = True
+                break
+            closed = closed_within(s, 0.5)
+        assert closed, "the connection outlived the header timeout by sending blank lines"
+    finally:
+        s.close()
+
+
+def test_a_refused_stow_pipelined_after_a_request_answers_both_in_order(gw, pusher):
+    account, _ = pusher
+    basic = base64.b64encode(f"{account['owner']}:{account['password']}".encode()).decode()
+    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
+    try:  # the first answer takes a password hash; the STOW's refusal would be ready long before it
+        s.sendall(f"GET /api/v1/accounts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\n\r\n".encode()
+                  + (stow_head(account["id"], 5 << 20, None) + "\r\n").encode() + bytes(4096))
+        answer = b""
+        while answer.count(b"HTTP/1.1 ") < 2 or not answer.rstrip().endswith((b"}", b"]")):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        s.close()
+    first, second = answer.find(b"HTTP/1.1 200"), answer.find(b"HTTP/1.1 401")
+    assert 0 <= first < second, answer[:600]
