@@ -37,6 +37,7 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import ACTIONS, TRANSITION_TABLE, InvalidEventError, StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
@@ -49,6 +50,45 @@ log = logging.getLogger(__name__)
 
 #: longest a loop waits without an event before re-checking its timers
 IDLE_WAIT = 0.02
+
+
+class GuardedStateMachine(StateMachine):
+    """pynetdicom 3.0.4 ``StateMachine.do_action``, aborting on a PDU its action cannot handle.
+
+    A P-DATA PDU that decodes but that the DIMSE step cannot use (an empty
+    PDV, a command set without a Command Field, an unknown one) raises inside
+    the action; pynetdicom logs two tracebacks and drops the connection
+    without an A-ABORT. Here: one log line, A-ABORT (PS3.8 9.2), close.
+    """
+
+    def do_action(self, event: str) -> None:
+        if (event, self.current_state) not in TRANSITION_TABLE:
+            msg = f"Invalid event '{event}' for the current state '{self.current_state}'"
+            LOGGER.error(msg)
+            raise InvalidEventError(msg)
+        action_name = TRANSITION_TABLE[(event, self.current_state)]
+        try:
+            next_state = ACTIONS[action_name][1](self.dul)
+        except Exception as exc:
+            REFUSALS.labels("pdu_invalid").inc()
+            dul = self.dul
+            log.warning("aborted the association with %s: %s %s (%s)", dul.assoc.requestor.address,
+                        action_name, type(exc).__name__, str(exc)[:200])
+            raw = getattr(dul.socket, "socket", None)
+            try:
+                if raw is not None:
+                    raw.settimeout(1)
+                    raw.sendall(a_abort(0x00))
+            except OSError:
+                pass
+            if dul.socket is not None:
+                dul.socket.close()
+            dul.kill_dul()
+            return
+        evt.trigger(self.dul.assoc, evt.EVT_FSM_TRANSITION, {
+            "action": action_name, "current_state": self.current_state, "fsm_event": event,
+            "next_state": next_state})
+        self.transition(next_state)
 
 
 class EventDUL(DULServiceProvider):
@@ -64,6 +104,7 @@ class EventDUL(DULServiceProvider):
         self._wake_r = self._wake_w = -1  # the pipe lives as long as the reactor thread
         self._activity = activity
         self._limits = limits
+        self.state_machine.__class__ = GuardedStateMachine
         # a writer must never hit the fd number after close (it may be reused by a file)
         self._pipe_lock = threading.Lock()
 
@@ -158,6 +199,12 @@ class EventDUL(DULServiceProvider):
         try:
             self._run_event_reactor()
         finally:
+            assoc = self.assoc
+            if (not assoc.is_established and assoc.requestor.primitive is None
+                    and self.to_user_queue.empty()):
+                # the connection ended before its A-ASSOCIATE-RQ: the association thread,
+                # waiting up to ARTIM for that request, may end now (None = no request)
+                self.to_user_queue.put(None)  # type: ignore[arg-type]
             self._activity.set()
             with self._pipe_lock:
                 fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1

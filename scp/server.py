@@ -156,11 +156,45 @@ class DeferredContexts(list):
         return []
 
 
+class HandshakeFailed(Exception):
+    """A TLS connection that did not complete its handshake within ARTIM (already closed)."""
+
+
+def _tls_deferred(base: type[ThreadedAssociationServer]) -> type[ThreadedAssociationServer]:
+    """``base`` with the TLS handshake moved out of the accept loop.
+
+    pynetdicom 3.0.4 ``AssociationServer.get_request`` wraps an accepted socket
+    with a blocking server-side handshake in the one thread that accepts: a
+    single peer that connects and stays silent stopped every new association.
+    Here the socket is wrapped without the handshake, which the connection's
+    own thread does under the ARTIM timeout (PolicyRequestHandler).
+    """
+
+    class DeferredHandshakeServer(base):  # type: ignore[misc, valid-type]
+        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+            client_socket, address = self.socket.accept()
+            if self.ssl_context:
+                client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True,
+                                                             do_handshake_on_connect=False)
+            return client_socket, address
+
+    return DeferredHandshakeServer
+
+
 def _make_handler(services: Services, gate: AdmissionGate):  # type: ignore[no-untyped-def]
     s = services.settings
     limits = PduLimits(max_associate_rq=s.max_associate_rq_bytes, max_pdata=s.max_pdu_size)
 
     class PolicyRequestHandler(RequestHandler):
+        def handle(self) -> None:
+            # pynetdicom 3.0.4 RequestHandler.handle, for a connection whose TLS handshake failed
+            try:
+                assoc = self._create_association()
+            except HandshakeFailed:
+                return
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+
         def _create_association(self):  # type: ignore[no-untyped-def]
             raw = self.request
             sock = raw if isinstance(raw, socket.socket) else None
@@ -180,6 +214,17 @@ def _make_handler(services: Services, gate: AdmissionGate):  # type: ignore[no-u
                     pass
 
             gate.arrived(assoc, str(self.client_address[0]), close)
+            if isinstance(raw, ssl.SSLSocket):  # the handshake counts against ARTIM, in this thread
+                try:
+                    raw.settimeout(s.association_request_timeout)
+                    raw.do_handshake()
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    REFUSALS.labels("dimse_tls_handshake").inc()
+                    log.info("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                    gate.left(assoc)
+                    close()
+                    raw.close()
+                    raise HandshakeFailed from None
             return assoc
 
     return PolicyRequestHandler
@@ -195,8 +240,9 @@ def build_ae(services: Services) -> AE:
     ae.require_called_aet = False
     ae.require_calling_aet = []
     # the association limit is kept by AdmissionGate, which counts admitted associations
-    # only; pynetdicom's own check counts every connection thread, pending ones too
-    ae.maximum_associations = settings.max_associations + settings.max_pending_associations + 1
+    # only; pynetdicom's own check counts every connection thread (pending ones, and
+    # threads on their way out), so it is put out of reach
+    ae.maximum_associations = 1 << 30
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.dimse_timeout
     # ARTIM (PS3.8 9.1.5): the time a new connection has to deliver its A-ASSOCIATE-RQ
@@ -273,7 +319,8 @@ class DimseServer:
         ]
         self.server = self.ae.make_server(
             (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),
-            server_class=ThreadedAssociationServer if self.listener is None else _adopting_server(self.listener),
+            server_class=_tls_deferred(ThreadedAssociationServer if self.listener is None
+                                       else _adopting_server(self.listener)),
             request_handler=_make_handler(self.services, self.gate),
         )
         self.server.daemon_threads = True

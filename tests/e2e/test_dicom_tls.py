@@ -73,3 +73,35 @@ def test_tls_associations_with_client_certificates(pki, tmp_path, request):
     finally:
         gw.close()
         gw.stop()
+
+
+def test_silent_connections_do_not_block_tls_associations(pki, tmp_path, request):
+    """The TLS handshake happens in the connection's own thread, under ARTIM, not in the accept loop."""
+    import socket
+
+    from tests.support.pdus import closed_within
+
+    gw = Gateway(make_backend("sqlite", tmp_path, request), extra_env={
+        "DICOMGATE_TLS_CERTIFICATE": str(pki / "server.pem"),
+        "DICOMGATE_TLS_PRIVATE_KEY": str(pki / "server.key"),
+        "DICOMGATE_ASSOCIATION_REQUEST_TIMEOUT": "3",
+    }).start()
+    silent = []
+    try:
+        acc, prv = gw.new_account(), gw.new_provider()
+        gw.link(acc, prv, push=True)
+        silent = [socket.create_connection(("127.0.0.1", gw.dicom_port), timeout=5) for _ in range(8)]
+        ae = AE(ae_title=prv["ae_title"])
+        ae.acse_timeout = ae.network_timeout = 10
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.pem"))
+        assoc = ae.associate("127.0.0.1", gw.dicom_port, ae_title=acc["ae_title"], tls_args=(ctx, "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+        assert all(closed_within(s, 3 + 5) for s in silent)  # handshake never started: closed at ARTIM
+    finally:
+        for s in silent:
+            s.close()
+        gw.close()
+        gw.stop()
