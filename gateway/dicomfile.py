@@ -155,19 +155,20 @@ _DEFLATED_TS = b"1.2.840.10008.1.2.1.99"
 def _check_inflated_size(fp: BinaryIO) -> None:
     """Refuse a deflated data set that inflates beyond MAX_INFLATED_BYTES, before pydicom inflates it.
 
-    Inflates in bounded pieces and keeps nothing. A file whose first bytes do
-    not hold the Deflated transfer syntax UID, or whose stream is not valid
-    deflate, is left to the parse.
+    Inflates in bounded pieces and keeps nothing. The transfer syntax is read
+    from the File Meta's (0002,0010) element, wherever in the group it stands
+    (a long element before it once hid it from a look at the first bytes). A
+    file whose stream is not valid deflate is left to the parse.
     """
     import zlib
 
-    fp.seek(0)
-    if _DEFLATED_TS not in fp.read(4096):
-        return
     try:
-        fp.seek(dataset_offset(fp))
+        offset, ts = _walk_file_meta(fp)
     except MalformedInstance:
         return
+    if ts != _DEFLATED_TS:
+        return
+    fp.seek(offset)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     try:
@@ -190,23 +191,30 @@ def dataset_offset(fp: BinaryIO) -> int:
     The digest that decides "same content" covers only the data set, so the
     same instance resent through another AE (other meta) is still identical.
     """
+    return _walk_file_meta(fp)[0]
+
+
+def _walk_file_meta(fp: BinaryIO) -> tuple[int, bytes]:
+    """(offset of the data set, the Transfer Syntax UID's bytes or b"") from the File Meta group."""
     fp.seek(128)
     if fp.read(4) != b"DICM":
         raise MalformedInstance("the DICM prefix is missing")
-    pos = 132
+    pos, ts = 132, b""
     while True:
         head = fp.read(8)
         if len(head) < 8:
-            return pos
+            return pos, ts
         group = int.from_bytes(head[0:2], "little")
         if group != 0x0002:
-            return pos
+            return pos, ts
         vr = head[4:6]
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR"):
             length = int.from_bytes(fp.read(4), "little")
             pos += 12 + length
         else:
             length = int.from_bytes(head[6:8], "little")
+            if head[2:4] == b"\x10\x00" and length <= 64:  # (0002,0010) Transfer Syntax UID
+                ts = fp.read(length).rstrip(b"\x00 ")
             pos += 8 + length
         fp.seek(pos)
 

@@ -108,6 +108,26 @@ def test_deflate_bomb_is_refused_within_the_heap_bound():
             parse_instance(io.BytesIO(bomb), len(bomb), meta_must_match=True)
 
 
+def test_deflate_bomb_behind_a_long_file_meta_element_is_refused():
+    """Found in review: the check looked for the Deflated UID in the first 4 KiB only, so an 8 KiB
+    File Meta Information Version (OB) before it let a bomb through to pydicom (~600 MB peak)."""
+    import struct
+
+    from gateway.dicomfile import MAX_INFLATED_BYTES, MalformedInstance, _meta_element, parse_instance
+
+    bomb = deflate_bomb(MAX_INFLATED_BYTES + (16 << 20))
+    group_length = struct.unpack("<I", bomb[140:144])[0]
+    meta, rest = bomb[144:144 + group_length], bomb[144 + group_length:]
+    version = _meta_element(0x0001, b"OB", b"\x00\x01")
+    assert meta.startswith(version)
+    meta = _meta_element(0x0001, b"OB", b"\x00\x01" + bytes(8190)) + meta[len(version):]
+    padded = bomb[:128] + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(meta))) + meta + rest
+    assert b"1.2.840.10008.1.2.1.99" not in padded[:4096]
+    with targets.bounded(len(padded)):
+        with pytest.raises(MalformedInstance, match="inflates to more than"):
+            parse_instance(io.BytesIO(padded), len(padded), meta_must_match=True)
+
+
 def test_deflated_files_within_the_bound_still_parse():
     from pydicom.data import get_testdata_file
 
