@@ -59,6 +59,7 @@ def test_half_open_associations_do_not_keep_a_provider_out(gw, linked, tmp_path)
     need("echoscu")
     account, provider = linked
     evicted, timeouts = refusals(gw, "dimse_pending_evicted"), refusals(gw, "pdu_timeout")
+    threads_before = sum(p.num_threads() for p in worker_processes(gw, "dimse"))
     attackers = []
     try:
         for _ in range(120):
@@ -80,6 +81,11 @@ def test_half_open_associations_do_not_keep_a_provider_out(gw, linked, tmp_path)
         for s in attackers:
             s.close()
     assert refusals(gw, "dimse_pending_evicted") >= evicted + 120 - 2 * 16
+    # and their threads are gone too (an evicted connection's thread used to wait out ARTIM)
+    deadline = time.monotonic() + 5
+    while sum(p.num_threads() for p in worker_processes(gw, "dimse")) > threads_before + 4:
+        assert time.monotonic() < deadline, "connection threads outlive their connections"
+        time.sleep(0.2)
     assert refusals(gw, "pdu_timeout") > timeouts
 
 
