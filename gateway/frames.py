@@ -713,15 +713,44 @@ def codestream_size(ts: UID, frame: bytes) -> tuple[int, int] | None:
             return int(info["height"]), int(info["width"])
         return None
     offset = 0
-    if frame[:8] == b"\x00\x00\x00\x0cjP  ":  # a JP2 file: find the jp2c box
-        offset = frame.find(b"jp2c")
-        if offset < 0:
+    if frame[:8] == b"\x00\x00\x00\x0cjP  ":  # a JP2 file: the codestream is in its jp2c box
+        offset = _jp2_codestream_offset(frame)
+        if offset is None:
             return None
-        offset += 4
     if frame[offset : offset + 4] == b"\xff\x4f\xff\x51" and len(frame) >= offset + 24:  # SOC, SIZ
         x, y, x0, y0 = (int.from_bytes(frame[offset + i : offset + i + 4], "big") for i in (8, 12, 16, 20))
         return max(0, y - y0), max(0, x - x0)
     return None
+
+
+def _jp2_codestream_offset(frame: bytes) -> int | None:
+    """Where the contiguous codestream box's content starts, walking the JP2 boxes (ISO 15444-1 I.4).
+
+    Box by box, not a search for b"jp2c" (which may stand in an earlier box's content).
+    """
+    pos = 0
+    for _ in range(64):
+        if pos + 8 > len(frame):
+            return None
+        length = int.from_bytes(frame[pos:pos + 4], "big")
+        kind, header = frame[pos + 4:pos + 8], 8
+        if length == 1:  # an 8-byte length follows
+            length, header = int.from_bytes(frame[pos + 8:pos + 16], "big"), 16
+        if kind == b"jp2c":
+            return pos + header
+        if length == 0 or length < header:
+            return None  # the last box, or a malformed one: no codestream box before it
+        pos += length
+    return None
+
+
+#: transfer syntaxes whose decoders allocate what the frame's own codestream header says
+_SELF_SIZED = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+})
 
 
 def decode_frame(src: PixelSource, number: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Any, dict[str, Any]]:
@@ -748,6 +777,9 @@ def decode_frame(src: PixelSource, number: int, max_pixels: int | None = DEFAULT
     if src.encapsulated:
         [frame] = _encapsulated_frames(src, [number])
         size = codestream_size(src.transfer_syntax, frame)
+        if max_pixels is not None and str(src.transfer_syntax) in _SELF_SIZED and (size is None or 0 in size):
+            # the decoder would size its output from a header we cannot read (or a later DNL marker)
+            raise FrameTooLarge("the compressed frame does not say how large it decodes, so it is not decoded")
         if size is not None and max_pixels is not None:
             _check_pixels(size[0], size[1], 1, max_pixels, " (as its compressed frame says)")
         source, index = encapsulate([frame]), 0

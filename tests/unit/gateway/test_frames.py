@@ -450,6 +450,32 @@ def test_a_codestream_larger_than_its_header_is_refused():
         decoded_frames(data, [1])
 
 
+def _box(kind: bytes, content: bytes) -> bytes:
+    return (8 + len(content)).to_bytes(4, "big") + kind + content
+
+
+def test_a_jp2_codestream_is_found_by_walking_the_boxes():
+    """Found in review: the first b"jp2c" anywhere was taken, so an xml box mentioning it hid the size."""
+    signature = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+    jp2 = signature + _box(b"ftyp", b"jp2 \x00\x00\x00\x00jp2 ") + _box(b"xml ", b"<a>jp2c</a>") \
+        + _box(b"jp2c", _j2k_header(30000, 20000))
+    assert codestream_size(None, jp2) == (20000, 30000)  # type: ignore[arg-type]
+    long_box = signature + (1).to_bytes(4, "big") + b"xml " + (24).to_bytes(8, "big") + b"jp2cjp2c" \
+        + _box(b"jp2c", _j2k_header(100, 50))
+    assert codestream_size(None, long_box) == (50, 100)  # type: ignore[arg-type]
+    assert codestream_size(None, signature + _box(b"xml ", b"jp2c")) is None  # type: ignore[arg-type]
+
+
+def test_a_self_sized_frame_whose_size_cannot_be_read_is_not_decoded():
+    ds = _read("MR_small_jp2klossless.dcm")
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x0cjP  \r\n\x87\n" + _box(b"xml ", b"jp2c") + bytes(64)])
+    with pytest.raises(FrameTooLarge, match="does not say how large"):
+        decoded_frames(_save(ds), [1])
+    ds.PixelData = encapsulate([_j2k_header(0, 0)])  # a zero size (as a DNL marker would leave it)
+    with pytest.raises(FrameTooLarge, match="does not say how large"):
+        decoded_frames(_save(ds), [1])
+
+
 def test_an_encapsulated_frame_is_read_without_scanning_the_rest():
     """The header parse stops at Pixel Data: an undefined-length value is not walked to find its end.
 
