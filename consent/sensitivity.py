@@ -111,7 +111,7 @@ def examine(
     walk = _Walk(by_tag, source, end)
     try:
         walk.dataset(ds, 0, top=True)
-    except _FAILURES as exc:
+    except Exception as exc:  # whatever else hostile bytes raise (OverflowError, MemoryError...): fail closed
         walk.unverified = walk.unverified or _reason(exc)
     unverified = walk.unverified
     labels = walk.labels

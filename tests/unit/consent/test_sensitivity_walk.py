@@ -178,3 +178,17 @@ def test_a_label_added_to_a_sample_file_is_found():
     buf = io.BytesIO()
     ds.save_as(buf)
     assert walk(buf.getvalue()).labels == ["STD"]
+
+
+def test_any_exception_in_the_walk_fails_closed(monkeypatch):
+    """Not only the expected kinds: an OverflowError (say) deep in a walk still means UNVERIFIED."""
+    from pydicom import Dataset
+
+    from consent import sensitivity
+
+    def boom(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OverflowError("hostile")
+
+    monkeypatch.setattr(sensitivity._Walk, "dataset", boom)
+    result = sensitivity.examine(Dataset())
+    assert sensitivity.UNVERIFIED in result.labels and "OverflowError" in (result.unverified or "")
