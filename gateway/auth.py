@@ -73,23 +73,59 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+#: an operator's page session lasts at most this long, whatever token_ttl says
+OPERATOR_SESSION_SECONDS = 8 * 3600
+
+
+def operator_session_hash(token: str, operator_token: str) -> str:
+    """The stored hash of an operator's page session: bound to the operator token it was opened with,
+    so that changing ``operator_token`` ends every session opened with the old one."""
+    return hash_token(f"{token}:{operator_token}")
+
+
 def issue_token(
     session: Session, *, user_id: str | None = None, provider_id: str | None = None, ttl: int | None = None
 ) -> tuple[str, ApiToken]:
-    """Create a token; the clear text is returned once and never stored.
+    """Create a token for a user or a provider; the clear text is returned once and never stored."""
+    if user_id is None and provider_id is None:
+        raise ValueError("a token belongs to a user or a provider (operator sessions: issue_operator_session)")
+    return _issue(session, hash_token, user_id=user_id, provider_id=provider_id, ttl=ttl)
 
-    Neither a user nor a provider: an operator's page session (see ``authenticate``).
-    """
+
+def issue_operator_session(session: Session, operator_token: str, ttl: int | None) -> str:
+    """A page session for the operator, who signed in with ``operator_token`` (see ``authenticate``)."""
+    ttl = min(ttl or OPERATOR_SESSION_SECONDS, OPERATOR_SESSION_SECONDS)
+    token, _ = _issue(session, lambda t: operator_session_hash(t, operator_token), user_id=None,
+                      provider_id=None, ttl=ttl)
+    return token
+
+
+def _issue(session: Session, hasher, *, user_id: str | None, provider_id: str | None,  # type: ignore[no-untyped-def]
+           ttl: int | None) -> tuple[str, ApiToken]:
     token = new_token()
     now = utcnow()
     row = ApiToken(
-        id=f"tok_{secrets.token_hex(8)}", token_hash=hash_token(token), user_id=user_id,
+        id=f"tok_{secrets.token_hex(8)}", token_hash=hasher(token), user_id=user_id,
         provider_id=provider_id, created_at=now,
         expires_at=now + timedelta(seconds=ttl) if ttl else None,
     )
     session.add(row)
     session.flush()
     return token, row
+
+
+def session_row(session: Session, token: str, operator_token: str | None) -> ApiToken | None:
+    """The token row a page session cookie names: a user's session, or an operator's bound to the
+    current operator token."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None and operator_token:
+        row = session.scalar(select(ApiToken).where(
+            ApiToken.token_hash == operator_session_hash(token, operator_token)))
+        if row is not None and (row.user_id is not None or row.provider_id is not None):
+            return None
+    elif row is not None and row.user_id is None and row.provider_id is None:
+        return None  # an operator session not bound to the operator token
+    return row
 
 
 @dataclass(frozen=True)
@@ -123,10 +159,11 @@ def parse_authorization(header: str | None) -> Credentials | None:
 
 def authenticate(
     session: Session, creds: Credentials, *, source: str | None, operator_token: str | None,
-    operator_sessions: bool = False, now: datetime | None = None,
+    operator_sessions: str | None = None, now: datetime | None = None,
 ) -> Principal:
-    """``operator_token``: the operator token itself is accepted (the API). ``operator_sessions``: a
-    session token issued at the operator's sign-in to the pages is (the pages' cookie); nowhere else."""
+    """``operator_token``: the operator token itself is accepted (the API). ``operator_sessions``: the
+    current operator token, to which a session issued at the operator's sign-in to the pages is bound
+    (the pages' cookie); nowhere else."""
     now = now or utcnow()
     if creds.scheme == "basic":
         user = session.scalar(select(User).where(User.email == (creds.email or "").strip().lower()))
@@ -137,14 +174,12 @@ def authenticate(
     token = creds.token or ""
     if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
         return Principal("operator", "operator", "operator", source)
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    row = session_row(session, token, operator_sessions)
     if row is None or row.revoked_at is not None:
         raise AuthError("the token is not valid")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError("the token has expired")
-    if row.user_id is None and row.provider_id is None:
-        if not operator_sessions:
-            raise AuthError("the token is not valid")
+    if row.user_id is None and row.provider_id is None:  # found through the operator-bound hash only
         return Principal("operator", "operator", "operator", source)
     if row.user_id:
         user = session.get(User, row.user_id)

@@ -41,9 +41,10 @@ from gateway.accounts import my_accounts
 from gateway.query import visible_studies
 from gateway import audit, consents
 from gateway.accounts import AccountError, account_ref, account_view, get_account
-from gateway.auth import AuthError, Credentials, authenticate, hash_token, issue_token
+from gateway.auth import (OPERATOR_SESSION_SECONDS, AuthError, Credentials, authenticate, hash_token,
+                          issue_operator_session, issue_token, session_row)
 from gateway.db.base import utcnow
-from gateway.db.models import ApiToken, Study
+from gateway.db.models import Study
 from gateway.erasure import ErasureError, delete_account, delete_study, receipt
 from gateway.httpauth import HttpError, sign_in
 from gateway.numbers import NumberError, parse_int
@@ -89,7 +90,7 @@ def _principal() -> Principal:
     try:
         with svc.db.session() as s:  # the operator token itself is not a page session
             principal = authenticate(s, Credentials("bearer", token=token), source=request.remote_addr,
-                                     operator_token=None, operator_sessions=bool(svc.settings.operator_token))
+                                     operator_token=None, operator_sessions=svc.settings.operator_token)
     except AuthError:
         raise _SignInNeeded() from None
     if principal.kind == "provider":  # a provider token pasted into a cookie is not a web session
@@ -298,10 +299,11 @@ def operator_sign_in() -> Response:
     if not ok:
         return _sign_in_page(401, operator_error="That is not the operator token.")  # counted by begin()
     svc.throttle.succeeded("", key)
-    with svc.db.session(write=True) as s:  # neither user nor provider: an operator session
-        session_token, _row = issue_token(s, ttl=svc.settings.token_ttl)
+    with svc.db.session(write=True) as s:  # bound to the operator token: changing it ends the session
+        session_token = issue_operator_session(s, svc.settings.operator_token, svc.settings.token_ttl)
     resp = redirect(url_for("web.providers"), 303)
-    _set_session_cookie(resp, session_token, svc.settings.token_ttl or None)
+    _set_session_cookie(resp, session_token, min(svc.settings.token_ttl or OPERATOR_SESSION_SECONDS,
+                                                 OPERATOR_SESSION_SECONDS))
     _clear_pre_cookie(resp)
     return resp
 
@@ -310,9 +312,8 @@ def operator_sign_in() -> Response:
 def sign_out() -> Response:
     _principal()
     with _svc().db.session(write=True) as s:  # the user's or the operator's session
-        row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(g.session_token),
-                                              ApiToken.provider_id.is_(None)))
-        if row is not None and row.revoked_at is None:
+        row = session_row(s, g.session_token, _svc().settings.operator_token)
+        if row is not None and row.provider_id is None and row.revoked_at is None:
             row.revoked_at = utcnow()
     resp = redirect(url_for("web.sign_in_form"), 303)
     _clear_session_cookie(resp)

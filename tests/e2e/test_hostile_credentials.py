@@ -201,6 +201,30 @@ def test_operator_cookie_is_a_session_that_sign_out_ends(hgw):
     assert again.status_code == 303 and again.headers["Location"].endswith("/sign-in")
 
 
+def test_changing_the_operator_token_ends_operator_sessions(tmp_path, request):
+    """A session opened with the old operator token (say, a leaked one) is not valid under the new one."""
+    from tests.conftest import make_backend
+
+    backend = make_backend("sqlite", tmp_path, request)
+    g = Gateway(backend, extra_env={"DICOMGATE_OPERATOR_TOKEN": OPERATOR}).start()
+    try:
+        sess = from_address()
+        value = cookie_value(set_cookies(_operator_sign_in(g, sess))["dg_session"])
+        headers = {"Cookie": f"dg_session={value}"}
+        assert sess.get(f"{g.url}/operator/providers", headers=headers, allow_redirects=False,
+                        timeout=30).status_code == 200
+    finally:
+        g.close()
+        g.stop()
+    g = Gateway(backend, extra_env={"DICOMGATE_OPERATOR_TOKEN": "op-" + secrets.token_urlsafe(24)}).start()
+    try:
+        again = sess.get(f"{g.url}/operator/providers", headers=headers, allow_redirects=False, timeout=30)
+        assert again.status_code == 303 and again.headers["Location"].endswith("/sign-in")
+    finally:
+        g.close()
+        g.stop()
+
+
 def test_cookies_are_secure_with_an_https_public_url(hgw):
     sess = from_address()
     form = sess.get(f"{hgw.url}/sign-in", timeout=30)
