@@ -8,18 +8,16 @@ tools, and the workers must not grow.
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import time
 
 import pytest
-import requests
 
 from tests.conftest import make_backend
 from tests.support.data import variant
 from tests.support.dimse import dcmtk, need, storescu
-from tests.support.gateway import Gateway, worker_processes
+from tests.support.gateway import Gateway, refusals, worker_processes
 from tests.support.pdus import associate_rq, closed_within, read_pdu
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
@@ -42,12 +40,6 @@ def linked(gw):
     account, provider = gw.new_account(), gw.new_provider()
     gw.link(account, provider, push=True)
     return account, provider
-
-
-def refusals(gw: Gateway, kind: str) -> float:
-    text = requests.get(f"{gw.url}/metrics", timeout=30).text
-    m = re.search(r'^dicomgate_refusals_total\{kind="%s"\} (\S+)$' % kind, text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def rss(gw: Gateway) -> dict[int, int]:

@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import make_backend
 from tests.support.data import variant
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, refusals
 from tests.support.pdus import closed_within
 
 HEADER_TIMEOUT = 3
@@ -41,12 +41,6 @@ def pusher(gw):
     account, provider = gw.new_account(), gw.new_provider()
     gw.link(account, provider, push=True)
     return account, provider
-
-
-def refusals(gw: Gateway, kind: str) -> float:
-    text = requests.get(f"{gw.url}/metrics", timeout=30).text
-    m = re.search(r'^dicomgate_refusals_total\{kind="%s"\} (\S+)$' % kind, text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def raw_request(gw: Gateway, head: str, body: bytes = b"", wait: float = 10) -> tuple[int, bytes]:

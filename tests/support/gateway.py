@@ -230,3 +230,12 @@ def worker_processes(gw: Gateway, role: str = "dimse") -> list:
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def refusals(gw: Gateway, kind: str) -> float:
+    """``dicomgate_refusals_total{kind=...}`` from the gateway's /metrics (0 if never counted)."""
+    import re
+
+    text = requests.get(f"{gw.url}/metrics", timeout=30).text
+    m = re.search(r'^dicomgate_refusals_total\{kind="%s"\} (\S+)$' % re.escape(kind), text, re.M)
+    return float(m.group(1)) if m else 0.0
