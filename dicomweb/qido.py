@@ -10,6 +10,7 @@ from gateway.httpauth import HttpError, principal_from_request, service_errors
 from gateway.numbers import INT64_MAX, NumberError, parse_int
 from gateway.query import DEFAULT_LIMIT, MAX_LIMIT, Query, QueryError, keyword_of
 from gateway.services import Services
+from gateway.urls import dicomweb_root
 
 bp = Blueprint("qido", __name__)
 BASE = "/accounts/<account_id>/dicomweb"
@@ -73,7 +74,7 @@ def _search(account_id: str, q: Query) -> Response:
     principal = principal_from_request(svc, request)
     with service_errors(account_id):
         results = svc.query.search(principal, account_id, q)
-    base = f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
+    base = dicomweb_root(account_id)
     body = []
     for r in results:
         url = f"{base}/studies/{r['_study_uid']}"

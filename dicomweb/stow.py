@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 
 from flask import Blueprint, Response, current_app, json, request
 
@@ -20,6 +21,7 @@ from dicomweb.multipart import BodyTooLarge, MultipartError, Part, boundary_from
 from gateway.httpauth import HttpError, authorise, principal_from_request
 from gateway.ingest import IngestResult, Outcome
 from gateway.services import Services
+from gateway.urls import dicomweb_root
 from storage.keys import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -59,24 +61,29 @@ def stow(account_id: str, study: str | None = None) -> Response:
     authorise(svc, principal, account_id, Action.STORE)
 
     content_type = request.headers.get("Content-Type", "")
+    wrong_type = HttpError(415, "the body must be multipart/related; type=\"application/dicom\", "
+                                "or one Part 10 file as application/dicom")
     try:
         mtype, params = parse_content_type(content_type)
     except MediaTypeError:
-        raise HttpError(415, "the body must be multipart/related; type=\"application/dicom\"") from None
-    if mtype != "multipart/related" or params.get("type", "").lower() != "application/dicom":
-        raise HttpError(415, "the body must be multipart/related; type=\"application/dicom\"")
+        raise wrong_type from None
+    single = mtype == "application/dicom"  # one file as the body (Cloud Healthcare, Azure, curl)
+    if not single and (mtype != "multipart/related" or params.get("type", "").lower() != "application/dicom"):
+        raise wrong_type
     limit = svc.settings.max_stow_bytes
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, f"the body is larger than the limit of {limit} bytes")
-    try:
-        boundary = boundary_from_content_type(content_type)
-    except MultipartError as exc:
-        raise HttpError(400, f"bad multipart body: {exc}") from None
+    boundary = ""
+    if not single:
+        try:
+            boundary = boundary_from_content_type(content_type)
+        except MultipartError as exc:
+            raise HttpError(400, f"bad multipart body: {exc}") from None
     if request.environ.get(PRECHECK):
         request.environ[PRECHECK] = PRECHECK_PASSED
         return Response(status=204)
 
-    parts = _read_all_parts(request.stream, boundary, limit)
+    parts = [_read_single_part(request.stream, limit)] if single else _read_all_parts(request.stream, boundary, limit)
     try:
         results = _store_parts(svc, principal, account_id, study, parts)
     finally:
@@ -109,6 +116,30 @@ def _read_all_parts(stream, boundary: str, limit: int) -> list[Part]:  # type: i
     return parts
 
 
+def _read_single_part(stream, limit: int) -> Part:  # type: ignore[no-untyped-def]
+    """The whole body as one part (spooled to disk past 8 MiB), at most ``limit`` bytes."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    size = 0
+    try:
+        while chunk := stream.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, f"the body is larger than the limit of {limit} bytes")
+            spool.write(chunk)
+    except OSError as exc:  # client went away mid-body
+        spool.close()
+        raise HttpError(400, f"the body could not be read, nothing was stored: {exc}") from None
+    except HttpError:
+        spool.close()
+        raise
+    if size == 0:
+        spool.close()
+        raise HttpError(400, "the body is empty")
+    spool.seek(0)
+    return Part(headers={"content-type": "application/dicom"}, content_type="application/dicom", file=spool,
+                size=size)
+
+
 def _close(parts: list[Part]) -> None:
     for p in parts:
         p.close()
@@ -131,7 +162,7 @@ def _store_parts(svc: Services, principal, account_id: str, study: str | None, p
 
 
 def _response(svc: Services, account_id: str, results: list[IngestResult]) -> Response:
-    base = f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
+    base = dicomweb_root(account_id)
     ok = [r for r in results if r.outcome.ok]
     failed = [r for r in results if not r.outcome.ok]
     body: dict = {}

@@ -24,6 +24,7 @@ from gateway.httpauth import HttpError, principal_from_request, service_errors
 from gateway.numbers import NumberError, parse_int
 from gateway.retrieve import InstanceRef, Selection
 from gateway.services import Services
+from gateway.urls import dicomweb_root
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wado", __name__)
@@ -53,7 +54,7 @@ def _select(account_id: str, study: str, series: str | None = None, sop: str | N
 
 
 def _base(account_id: str) -> str:
-    return f"{request.host_url.rstrip('/')}/accounts/{account_id}/dicomweb"
+    return dicomweb_root(account_id)
 
 
 # ---------------------------------------------------------------- instances

@@ -23,6 +23,7 @@ from gateway.numbers import NumberError, parse_int
 from gateway.httpauth import HttpError, principal_from_request, service_errors, sign_in
 from gateway.openapi import api_route, document
 from gateway.services import Services
+from gateway.urls import base_url
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_JSON = 64 << 10
@@ -141,7 +142,7 @@ def accounts() -> Response:
     if principal.kind != "user":
         raise HttpError(403, "not allowed: sign in as a user")
     with _svc().db.session() as s:
-        return _json(my_accounts(s, principal, _svc().settings.public_url or request.host_url))
+        return _json(my_accounts(s, principal, base_url()))
 
 
 @api_route(bp, "/accounts/<account_id>/access", "GET", summary="Everyone who can reach the account",
@@ -152,7 +153,7 @@ def access(account_id: str) -> Response:
     account = _require(principal, account_id, Action.MANAGE, owner_only=True)
     svc = _svc()
     with svc.db.session() as s:
-        view = account_view(s, account, _svc().settings.public_url or request.host_url)
+        view = account_view(s, account, base_url())
         shares = [{k: v[k] for k in ("id", "email", "role", "sensitive", "expires")}
                   for v in consents.list_shares(s, account_id, in_force_only=True)]
         links = [{k: v[k] for k in ("id", "provider", "provider_id", "push", "pull", "sensitive", "expires")}

@@ -14,10 +14,11 @@ from gateway.services import Services
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: dict[str, str | list[str]] | None = None) -> Response:
     resp = Response(json.dumps({"error": message}), status=status, mimetype="application/json")
     for k, v in (headers or {}).items():
-        resp.headers[k] = v
+        for value in ([v] if isinstance(v, str) else v):
+            resp.headers.add(k, value)
     return resp
 
 

@@ -21,10 +21,14 @@ from gateway.services import Services
 class HttpError(Exception):
     status: int
     message: str
-    headers: dict[str, str] | None = None
+    #: a list value is sent as that many headers of the name
+    headers: dict[str, str | list[str]] | None = None
 
 
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dicomgate", Basic realm="dicomgate", charset="UTF-8"'}
+#: one header per challenge (RFC 9110 allows a list in one header, but browsers then prompt for neither)
+CHALLENGE: dict[str, str | list[str]] = {
+    "WWW-Authenticate": ['Basic realm="dicomgate", charset="UTF-8"', 'Bearer realm="dicomgate"'],
+}
 
 
 def principal_from_request(services: Services, request: Request) -> Principal:

@@ -49,6 +49,7 @@ from gateway.erasure import ErasureError, delete_account, delete_study, receipt
 from gateway.httpauth import HttpError, sign_in
 from gateway.numbers import NumberError, parse_int
 from gateway.services import Services
+from gateway.urls import base_url
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                static_url_path="/ui-static")
@@ -135,7 +136,7 @@ def _account(principal: Principal, account_id: str, action: Action, *, owner_onl
 
 
 def _base_url() -> str:
-    return _svc().settings.public_url or request.host_url
+    return base_url()
 
 
 def _secure() -> bool:
@@ -223,7 +224,7 @@ def _error_page(exc: HttpError) -> Response:
     titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 429: "Too many attempts"}
     resp = _page("error.html", exc.status, title=titles.get(exc.status, "Error"), message=exc.message)
     for k, v in (exc.headers or {}).items():
-        if k.lower() != "www-authenticate":
+        if k.lower() != "www-authenticate" and isinstance(v, str):
             resp.headers[k] = v
     return resp
 
@@ -273,7 +274,7 @@ def sign_in_submit() -> Response:
         message = "Wrong email or password." if exc.status == 401 else exc.message
         resp = _sign_in_page(exc.status, error=message, email=email)
         if exc.status == 429 and exc.headers:
-            resp.headers["Retry-After"] = exc.headers.get("Retry-After", "")
+            resp.headers["Retry-After"] = str(exc.headers.get("Retry-After", ""))
         return resp
     with svc.db.session(write=True) as s:
         token, _row = issue_token(s, user_id=principal.id, ttl=svc.settings.token_ttl)

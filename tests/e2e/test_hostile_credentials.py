@@ -201,6 +201,15 @@ def test_operator_cookie_is_a_session_that_sign_out_ends(hgw):
     assert again.status_code == 303 and again.headers["Location"].endswith("/sign-in")
 
 
+def test_dicomweb_urls_follow_public_url(hgw):
+    acc = hgw.new_account()
+    token = user_token(hgw, acc["owner"])
+    rsp = requests.post(f"{hgw.url}/accounts/{acc['id']}/dicomweb/studies", data=variant(), timeout=60,
+                        headers={"Content-Type": "application/dicom", "Authorization": f"Bearer {token}"})
+    assert rsp.status_code == 200, rsp.text
+    assert rsp.json()["00081190"]["Value"][0].startswith(f"{PUBLIC}/accounts/{acc['id']}/dicomweb/studies/")
+
+
 def test_changing_the_operator_token_ends_operator_sessions(tmp_path, request):
     """A session opened with the old operator token (say, a leaked one) is not valid under the new one."""
     from tests.conftest import make_backend
