@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, Response, json
 from sqlalchemy import text
@@ -42,8 +43,44 @@ def _instrument(app: Flask, services: Services) -> None:
         HTTP.labels(area, f"{resp.status_code // 100}xx").inc()
         HTTP_SECONDS.labels(area).observe(time.perf_counter() - getattr(g, "t0", time.perf_counter()))
         account_id = (request.view_args or {}).get("account_id")
-        if account_id and resp.status_code < 400:
+        if account_id and resp.status_code < 400 and not request.environ.get("dicomgate.precheck"):
             record_usage(services.db, kind="request", account_id=account_id, detail=f"{request.method} {area}")
+        return resp
+
+
+#: where pages of other origins may call (DICOMweb, REST API); the holder's pages stay same-origin
+_CORS_PATH = re.compile(r"^/(accounts/[^/]+/dicomweb|api/v1)(/|$)")
+
+
+def _cors(app: Flask, origins: list[str]) -> None:
+    """CORS for the listed origins: preflights answered, ``Access-Control-Allow-Origin`` and
+    ``Vary: Origin`` on every answer there, errors included. Credentials travel in the
+    Authorization header (no cookies), so no ``Allow-Credentials``."""
+    from flask import request
+
+    allowed = set(origins)
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        if (request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method")
+                and _CORS_PATH.match(request.path)):
+            return Response(status=204)
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        if not _CORS_PATH.match(request.path):
+            return resp
+        resp.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin in allowed:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            if request.method == "OPTIONS":
+                resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+                resp.headers["Access-Control-Allow-Headers"] = "Authorization, Accept, Content-Type"
+                resp.headers["Access-Control-Max-Age"] = "600"
+            else:
+                resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, WWW-Authenticate"
         return resp
 
 
@@ -63,6 +100,8 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
     _instrument(app, services)
+    if services.settings.cors_origins:
+        _cors(app, services.settings.cors_origins)
 
     @app.get("/metrics")
     def metrics() -> Response:

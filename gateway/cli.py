@@ -120,6 +120,7 @@ def cli(config: str | None, data_dir: str | None, database_url: str | None, as_j
 @click.option("--s3-secret-key")
 @click.option("--s3-region")
 @click.option("--workers", type=int, help="HTTP worker threads (default 8).")
+@click.option("--cors-origins", help="Comma-separated origins whose pages may call DICOMweb and the API.")
 @common
 def serve(**flags: Any) -> None:
     """Run the DIMSE SCP, the HTTP server and the scheduler."""
@@ -127,6 +128,8 @@ def serve(**flags: Any) -> None:
     from gateway.settings import replace, validate
 
     ctx = click.get_current_context()
+    if flags.get("cors_origins") is not None:
+        flags["cors_origins"] = [o.strip() for o in flags["cors_origins"].split(",") if o.strip()]
     settings = replace(ctx.meta["settings"], **{k: v for k, v in flags.items() if v is not None})
     try:
         validate(settings)

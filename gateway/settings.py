@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,6 +72,8 @@ class Settings:
     max_frames_per_request: int = 256
     #: the URL users reach the HTTP side at (https://... makes cookies Secure); None = http://host:http_port
     public_url: str | None = None
+    #: origins (scheme://host[:port]) whose pages may call DICOMweb and the REST API (CORS); empty = off
+    cors_origins: list[str] | None = None
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +111,8 @@ def _coerce(name: str, value: Any) -> Any:
         except (TypeError, ValueError):
             raise SettingsError(f"setting {name} must be a whole number, not {value!r}") from None
     if typ.startswith("list"):
+        if isinstance(value, str) and name == "cors_origins":  # env and flag: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise SettingsError(f"setting {name} must be a list")
         return value
@@ -170,6 +175,9 @@ def validate(s: Settings) -> None:
             raise SettingsError(f"{name} must be positive")
     if not 4096 <= s.max_pdu_size <= 0xFFFFFFFF:
         raise SettingsError("max_pdu_size must be between 4096 and 4294967295")
+    for origin in s.cors_origins or []:
+        if not isinstance(origin, str) or not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            raise SettingsError(f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no path)")
     if s.public_url is not None and not (s.public_url.startswith("http://") or s.public_url.startswith("https://")):
         raise SettingsError(f"public_url must start with http:// or https://, not {s.public_url!r}")
     if s.operator_token is not None and len(s.operator_token) < 24:
