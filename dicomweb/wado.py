@@ -20,7 +20,11 @@ from consent.decision import Principal
 from dicomweb.dicomjson import dataset_json
 from dicomweb.media import MediaTypeError, parse_accept
 from dicomweb.multipart import new_boundary, write_parts
+from gateway.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
+                            FrameTooLarge, decoded_frames, frame_media_type, header_dataset, iter_raw_frames,
+                            open_source, parse_frame_list)
 from gateway.httpauth import HttpError, principal_from_request, service_errors
+from gateway.metrics import REFUSALS
 from gateway.numbers import NumberError, parse_int
 from gateway.retrieve import InstanceRef, Selection
 from gateway.services import Services
@@ -120,7 +124,6 @@ def read_header(svc: Services, ref: InstanceRef):  # type: ignore[no-untyped-def
     ones are inflated only up to their pixel data.
     """
     if ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99":  # deflated: inflated as parsed, never whole
-        from gateway.frames import FrameError, header_dataset
 
         try:
             ds = header_dataset(svc.retrieve.file(ref))
@@ -214,7 +217,6 @@ def _pixel_bulkdata(svc: Services, ref: InstanceRef, tag: int) -> Iterable[bytes
     gathered in memory. Encapsulated and deflated values are left to the
     whole-object path.)
     """
-    from gateway.frames import FrameError, open_source
 
     if tag not in (0x7FE00010, 0x7FE00008, 0x7FE00009) or ref.transfer_syntax_uid == "1.2.840.10008.1.2.1.99":
         return None
@@ -240,9 +242,6 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
     than ``max_render_pixels`` pixels (the frames as stored are not bounded
     by it: they are their stored size).
     """
-    from gateway.frames import (FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
-                                FrameTooLarge, decoded_frames, frame_media_type, iter_raw_frames,
-                                parse_frame_list)
 
     settings = _services().settings
     try:
@@ -294,7 +293,6 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
 
 
 def _refused(kind: str) -> None:
-    from gateway.metrics import REFUSALS
 
     REFUSALS.labels(kind).inc()
 
@@ -338,7 +336,6 @@ def _window() -> tuple[float, float, str] | None:
 
 def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
     """One frame rendered; 422 above ``max_render_pixels`` (checked before decoding), read by ranges."""
-    from gateway.frames import MAX_FRAME_NUMBER, FrameOutOfRange, FrameTooLarge
     from gateway.render import RenderError, render, thumbnail
 
     mtype = _image_type()
