@@ -51,6 +51,8 @@ def principal_from_request(services: Services, request: Request) -> Principal:
             principal = authenticate(s, creds, source=request.remote_addr,
                                      operator_token=services.settings.operator_token)
     except AuthError as exc:
+        if guessable:
+            services.throttle.failed(key)
         raise HttpError(401, str(exc), CHALLENGE) from None
     if guessable:
         services.throttle.succeeded("", key)
@@ -70,7 +72,8 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
             principal = authenticate(s, Credentials("basic", email=email, password=password), source=source,
                                      operator_token=None)
     except AuthError as exc:
-        raise HttpError(401, str(exc), CHALLENGE) from None  # the attempt was counted by begin()
+        services.throttle.failed(*keys)  # begin() counted the attempt; a wrong one may lock
+        raise HttpError(401, str(exc), CHALLENGE) from None
     services.throttle.succeeded(keys[0], keys[1])
     record_usage(services.db, kind="sign-in", account_id=None, user_id=principal.id)
     return principal

@@ -3,6 +3,13 @@
 The ``free``-th failure within ``window`` seconds locks a key for 30 s, so
 the next attempt is refused (429) whatever its password; each further failure
 after a lock doubles it, up to 15 minutes. A success clears the email's count.
+
+An attempt is counted when it begins (``begin``), before its password is
+checked, and only a wrong one locks (``failed``): so concurrent attempts are
+bounded too (at most ``2 x free`` in flight and failed per window: a burst of
+parallel guesses gets that many, then the lock), while parallel requests with
+the *right* password (a viewer's six fetches with HTTP Basic) never lock each
+other out.
 A source address (``ip:``) gets four times the budget, so colleagues behind
 one NAT do not lock each other out as easily as one account's guesser is
 stopped.
@@ -55,21 +62,40 @@ class SignInThrottle:
             return self._wait(self._rows(s, keys, lock=False).values(), self._clock())
 
     def begin(self, *keys: str) -> int:
-        """Start an attempt: 0 to go ahead (it counts as a failure until ``succeeded``), else seconds to wait.
-
-        Counting the attempt before the password is checked makes the limit hold
-        for concurrent attempts too, not only for sequential ones.
+        """Start an attempt: 0 to go ahead (counted until ``succeeded``; ``failed`` makes it lock), else
+        seconds to wait: the lock's, or 1 while ``2 x free`` attempts of a key are in flight or failed.
         """
         self._key()
         with self.db.session(write=True) as s:
             now = self._clock()
             rows = self._rows(s, keys, lock=True, create=True)
             wait = self._wait(rows.values(), now)
+            if not wait and any(len(_pending(self._recent(row, now))) >= 2 * self._free(key)
+                                for key, row in rows.items()):
+                wait = 1  # too many at once: no lock, just not now
             if not wait:
-                for key, row in rows.items():
-                    self._count(key, row, now)
+                for row in rows.values():
+                    self._count(row, now)
         self._forget_expired(now)
         return wait
+
+    def failed(self, *keys: str) -> None:
+        """The attempt ``begin`` counted was wrong: the ``free``-th failure in the window locks."""
+        self._key()
+        with self.db.session(write=True) as s:
+            now = self._clock()
+            for key, row in self._rows(s, keys, lock=True).items():
+                times = self._recent(row, now)
+                pending = _pending(times)
+                if pending:  # this attempt, counted by begin(), is now a failure
+                    times[times.index(min(pending))] = -min(pending)
+                else:
+                    times.append(now)
+                row.failures = _text(times)
+                extra = len(times) - len(_pending(times)) - self._free(key)  # 0: used the last free one
+                if extra >= 0:
+                    row.locked_until = max(row.locked_until or 0.0, now + min(self.max_lock, self.base_lock * 2 ** extra))
+                    row.expires_at = max(row.expires_at or 0.0, row.locked_until)
 
     def succeeded(self, clear: str, *uncount: str) -> None:
         """The attempt was right: forget ``clear`` (the email) and take it back from ``uncount`` (the address)."""
@@ -79,20 +105,21 @@ class SignInThrottle:
             if clear and clear in rows:
                 s.delete(rows.pop(clear))
             for key, row in rows.items():
-                failures = _times(row)
-                if failures:
-                    failures.pop()
-                    row.failures = _text(failures)
-                    if len(failures) < self._free(key):
-                        row.locked_until = 0.0
+                times = _times(row)
+                pending = _pending(times)
+                if pending:  # the attempt begin() counted was right: it no longer counts
+                    times.remove(min(pending))
+                    row.failures = _text(times)
+                if len(times) - len(_pending(times)) < self._free(key):
+                    row.locked_until = 0.0
 
     def state_of(self, key: str) -> int:
-        """Failures counted for ``key`` in the window (for tests and operators)."""
+        """Attempts counted for ``key`` in the window, failed or in flight (for tests and operators)."""
         self._key()
         now = self._clock()
         with self.db.session() as s:
             row = self._rows(s, (key,), lock=False).get(key)
-            return len([t for t in _times(row) if now - t < self.window]) if row else 0
+            return len(self._recent(row, now)) if row else 0
 
     # -- rows ------------------------------------------------------------
     def _rows(self, s: Session, keys: tuple[str, ...], *, lock: bool,
@@ -128,13 +155,12 @@ class SignInThrottle:
             else:
                 s.execute(delete(SignInFailure).where(SignInFailure.expires_at < now))
 
-    def _count(self, key: str, row: SignInFailure, now: float) -> None:
-        failures = [t for t in _times(row) if now - t < self.window] + [now]
-        row.failures = _text(failures)
-        extra = len(failures) - self._free(key)  # 0: this failure used the last free one
-        if extra >= 0:
-            row.locked_until = now + min(self.max_lock, self.base_lock * 2 ** extra)
-        row.expires_at = max(now + self.window, row.locked_until)
+    def _recent(self, row: SignInFailure, now: float) -> list[float]:
+        return [t for t in _times(row) if now - abs(t) < self.window]
+
+    def _count(self, row: SignInFailure, now: float) -> None:
+        row.failures = _text(self._recent(row, now) + [-now])  # negative: begun, not yet known wrong
+        row.expires_at = max(now + self.window, row.locked_until or 0.0)
 
     @staticmethod
     def _wait(rows, now: float) -> int:  # type: ignore[no-untyped-def]
@@ -163,6 +189,11 @@ class SignInThrottle:
 
 def _times(row: SignInFailure | None) -> list[float]:
     return [float(t) for t in row.failures.split()] if row is not None and row.failures else []
+
+
+def _pending(times: list[float]) -> list[float]:
+    """Attempts begun and not yet known right or wrong (stored negated); the rest are failures."""
+    return [t for t in times if t < 0]
 
 
 def _text(times: list[float]) -> str:

@@ -298,7 +298,8 @@ def operator_sign_in() -> Response:
     if svc.settings.operator_token and token:
         ok = hmac.compare_digest(token.encode(), svc.settings.operator_token.encode())
     if not ok:
-        return _sign_in_page(401, operator_error="That is not the operator token.")  # counted by begin()
+        svc.throttle.failed(key)  # begin() counted the attempt; a wrong one may lock
+        return _sign_in_page(401, operator_error="That is not the operator token.")
     svc.throttle.succeeded("", key)
     with svc.db.session(write=True) as s:  # bound to the operator token: changing it ends the session
         session_token = issue_operator_session(s, svc.settings.operator_token, svc.settings.token_ttl)
