@@ -2,7 +2,9 @@
 
 API tokens are 256-bit random strings, so a fast hash is enough to keep a
 stolen database from yielding usable tokens; passwords get argon2id.
-Nothing here caches: a revoked token fails on the next request.
+Tokens are not cached: a revoked token fails on the next request. Verified
+Basic credentials are (:class:`VerifiedCredentials`), but each use re-reads
+the user row, so a password change or a disabled user holds at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,6 +57,57 @@ def check_password(password: str) -> None:
 def hash_password(password: str) -> str:
     check_password(password)
     return _hasher.hash(password)
+
+
+class VerifiedCredentials:
+    """Email + password pairs verified in the last ``ttl`` seconds, so that a viewer sending HTTP Basic
+    with every request pays argon2 (~130 ms) once a minute instead of on every frame.
+
+    Kept in this process's memory only, keyed by an HMAC under a per-process
+    secret (neither the email nor the password is kept); an entry holds the
+    user's id and password hash, and counts only while the user row still
+    has that hash and is enabled: a password change, a disabled or deleted
+    user ends it at once, in every process, at the cost of one indexed read.
+    """
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
+        import threading
+
+        self.ttl, self.max_entries = ttl, max_entries
+        self._secret = secrets.token_bytes(32)
+        self._entries: dict[bytes, tuple[str, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, email: str, password: str) -> bytes:
+        return hmac.new(self._secret, f"{email}\0{password}".encode(), "sha256").digest()
+
+    def user(self, session: Session, email: str, password: str) -> "User | None":
+        """The user these credentials were verified for lately, if nothing about the user changed since."""
+        key = self._key(email, password)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        user_id, password_hash, until = entry
+        user = session.get(User, user_id) if time.monotonic() < until else None
+        if user is None or user.password_hash != password_hash or user.disabled_at is not None:
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return user
+
+    def remember(self, email: str, password: str, user: "User") -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[2] > now}
+                if len(self._entries) >= self.max_entries:
+                    self._entries.pop(next(iter(self._entries)))
+            self._entries[self._key(email, password)] = (user.id, user.password_hash or "", time.monotonic() + self.ttl)
+
+
+def user_principal(user: User, source: str | None) -> Principal:
+    return Principal("user", user.id, f"user:{user.email}", source)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -160,17 +214,21 @@ def parse_authorization(header: str | None) -> Credentials | None:
 def authenticate(
     session: Session, creds: Credentials, *, source: str | None, operator_token: str | None,
     operator_sessions: str | None = None, now: datetime | None = None,
+    verified: VerifiedCredentials | None = None,
 ) -> Principal:
     """``operator_token``: the operator token itself is accepted (the API). ``operator_sessions``: the
     current operator token, to which a session issued at the operator's sign-in to the pages is bound
     (the pages' cookie); nowhere else."""
     now = now or utcnow()
     if creds.scheme == "basic":
-        user = session.scalar(select(User).where(User.email == (creds.email or "").strip().lower()))
+        email = (creds.email or "").strip().lower()
+        user = session.scalar(select(User).where(User.email == email))
         ok = verify_password(user.password_hash if user else None, creds.password or "")
         if not ok or user is None or user.disabled_at is not None:
             raise AuthError("wrong email or password")
-        return Principal("user", user.id, f"user:{user.email}", source)
+        if verified is not None:
+            verified.remember(email, creds.password or "", user)
+        return user_principal(user, source)
     token = creds.token or ""
     if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
         return Principal("operator", "operator", "operator", source)
@@ -185,7 +243,7 @@ def authenticate(
         user = session.get(User, row.user_id)
         if user is None or user.disabled_at is not None:
             raise AuthError("the token is not valid")
-        return Principal("user", user.id, f"user:{user.email}", source)
+        return user_principal(user, source)
     provider = session.get(Provider, row.provider_id)
     if provider is None or provider.removed_at is not None:
         raise AuthError("the token is not valid")

@@ -13,7 +13,7 @@ from typing import Iterator
 from flask import Request
 
 from consent.decision import Action, Decision, Principal
-from gateway.auth import TOKEN_PREFIX, AuthError, Credentials, authenticate, parse_authorization
+from gateway.auth import TOKEN_PREFIX, AuthError, Credentials, authenticate, parse_authorization, user_principal
 from gateway.services import Services
 
 
@@ -39,6 +39,10 @@ def principal_from_request(services: Services, request: Request) -> Principal:
     if creds is None:
         raise HttpError(401, "credentials are required (Bearer token or Basic)", CHALLENGE)
     if creds.scheme == "basic":
+        with services.db.session() as s:  # verified lately and the user unchanged: no argon2, no throttle
+            user = services.verified.user(s, (creds.email or "").strip().lower(), creds.password or "")
+            if user is not None:
+                return user_principal(user, request.remote_addr)
         return sign_in(services, creds.email or "", creds.password or "", request.remote_addr)
     guessable = not (creds.token or "").startswith(TOKEN_PREFIX)  # ours are 256-bit random; the operator's may not be
     key = f"bearer-ip:{request.remote_addr}"
@@ -70,7 +74,7 @@ def sign_in(services: Services, email: str, password: str, source: str | None) -
     try:
         with services.db.session() as s:
             principal = authenticate(s, Credentials("basic", email=email, password=password), source=source,
-                                     operator_token=None)
+                                     operator_token=None, verified=services.verified)
     except AuthError as exc:
         services.throttle.failed(*keys)  # begin() counted the attempt; a wrong one may lock
         raise HttpError(401, str(exc), CHALLENGE) from None

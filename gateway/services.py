@@ -16,6 +16,7 @@ from gateway.ingest import IngestService
 from gateway.query import QueryService
 from gateway.retrieve import RetrieveService
 from gateway.settings import Settings
+from gateway.auth import VerifiedCredentials
 from gateway.throttle import SignInThrottle
 from storage import ObjectStore, open_store
 
@@ -54,6 +55,10 @@ class Services:
     @cached_property
     def throttle(self) -> SignInThrottle:
         return SignInThrottle(self.db)
+
+    @cached_property
+    def verified(self) -> VerifiedCredentials:
+        return VerifiedCredentials()
 
     @cached_property
     def query(self) -> QueryService:
