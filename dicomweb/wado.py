@@ -256,13 +256,15 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
     principal, sel = _select(account_id, study, series, sop)
     svc = _services()
     [ref] = sel.instances
-    stored_type, _ = frame_media_type(ref.transfer_syntax_uid)
+    stored_type, stored_ts = frame_media_type(ref.transfer_syntax_uid)
     want = None
     for mtype, params in _accept():
         inner = params.get("type", "").lower() if mtype == "multipart/related" else mtype
-        if mtype in ("*/*", "multipart/*") or inner in ("", "*/*"):
-            want = stored_type
-        elif inner in (stored_type, "application/octet-stream"):
+        asked_ts = params.get("transfer-syntax", "").strip()
+        if mtype in ("*/*", "multipart/*") or inner in ("", "*/*") or asked_ts in ("*", stored_ts):
+            want = stored_type  # PS3.18 8.7.3.5: transfer-syntax=* is "as stored", whatever the type
+        elif inner == stored_type or (inner == "application/octet-stream"
+                                      and asked_ts in ("", "1.2.840.10008.1.2.1")):
             want = inner
         if want:
             break

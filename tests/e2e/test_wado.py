@@ -45,6 +45,39 @@ def get(gw, acc, path, token, accept=None, **params):
     return requests.get(f"{gw.url}/accounts/{acc['id']}/dicomweb/{path}", headers=headers, params=params, timeout=60)
 
 
+OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+@pytest.mark.parametrize("ts", sorted(TRANSFER_SYNTAX_FILES))
+def test_frames_with_transfer_syntax_star_are_as_stored(stored, ts):
+    """What OHIF asks for (issue 14 point 2): every frame as stored, its transfer syntax in the part's
+    Content-Type; never decoded (12-bit JPEG and YBR JPEG were decoded, or refused with 406)."""
+    from pydicom.encaps import generate_frames
+
+    gw, _, accounts = stored
+    acc, raw, token = accounts[ts]
+    study, series, sop = uids(raw)
+    ds = dcmread(io.BytesIO(raw))
+    [(headers, body)] = multipart(get(gw, acc, f"studies/{study}/series/{series}/instances/{sop}/frames/1",
+                                      token, OHIF_FRAMES))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        assert f"transfer-syntax={ts}" in headers["content-type"]
+        nframes = int(ds.get("NumberOfFrames") or 1)
+        assert body == next(generate_frames(ds.PixelData, number_of_frames=nframes))
+    else:
+        assert headers["content-type"].startswith("application/octet-stream")
+        assert "transfer-syntax=" in headers["content-type"]
+
+
+def test_frames_asked_in_another_transfer_syntax_are_refused(stored):
+    gw, _, accounts = stored
+    acc, raw, token = accounts["1.2.840.10008.1.2.4.50"]
+    study, series, sop = uids(raw)
+    path = f"studies/{study}/series/{series}/instances/{sop}/frames/1"
+    asked = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.4.90'
+    assert get(gw, acc, path, token, asked).status_code == 406
+
+
 @pytest.mark.parametrize("ts", sorted(TRANSFER_SYNTAX_FILES))
 def test_instance_study_series_retrieve_byte_for_byte(stored, ts):
     gw, _, accounts = stored
