@@ -45,19 +45,26 @@ def pusher(gw):
 
 def raw_request(gw: Gateway, head: str, body: bytes = b"", wait: float = 10) -> tuple[int, bytes]:
     """Send request headers (and optionally the start of a body) and read the answer, without sending more."""
+    answer = exchange(gw, head.encode() + b"\r\n" + body, lambda a: b"\r\n\r\n" in a and len(a) >= (
+        a.index(b"\r\n\r\n") + 4 + _length(a)), wait)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return status, answer
+
+
+def exchange(gw: Gateway, data: bytes, done, wait: float = 10) -> bytes:  # type: ignore[no-untyped-def]
+    """Send ``data`` on one new connection; read until ``done(answer)`` or the gateway closes it."""
     s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=wait)
     try:
-        s.sendall(head.encode() + b"\r\n" + body)
+        s.sendall(data)
         answer = b""
-        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + _length(answer):
+        while not done(answer):
             chunk = s.recv(65536)
             if not chunk:
                 break
             answer += chunk
     finally:
         s.close()
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
-    return status, answer
+    return answer
 
 
 def _length(answer: bytes) -> int:
@@ -204,17 +211,9 @@ def test_blank_lines_do_not_restart_the_header_clock(gw):
 def test_a_refused_stow_pipelined_after_a_request_answers_both_in_order(gw, pusher):
     account, _ = pusher
     basic = base64.b64encode(f"{account['owner']}:{account['password']}".encode()).decode()
-    s = socket.create_connection(("127.0.0.1", gw.http_port), timeout=10)
-    try:  # the first answer takes a password hash; the STOW's refusal would be ready long before it
-        s.sendall(f"GET /api/v1/accounts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\n\r\n".encode()
-                  + (stow_head(account["id"], 5 << 20, None) + "\r\n").encode() + bytes(4096))
-        answer = b""
-        while answer.count(b"HTTP/1.1 ") < 2 or not answer.rstrip().endswith((b"}", b"]")):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    finally:
-        s.close()
+    # the first answer takes a password hash; the STOW's refusal would be ready long before it
+    answer = exchange(gw, f"GET /api/v1/accounts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\n\r\n"
+                      .encode() + (stow_head(account["id"], 5 << 20, None) + "\r\n").encode() + bytes(4096),
+                      lambda a: a.count(b"HTTP/1.1 ") >= 2 and a.rstrip().endswith((b"}", b"]")))
     first, second = answer.find(b"HTTP/1.1 200"), answer.find(b"HTTP/1.1 401")
     assert 0 <= first < second, answer[:600]
