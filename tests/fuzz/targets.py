@@ -220,7 +220,7 @@ def dicom_inputs() -> st.SearchStrategy[DicomInput]:
 def dicom_ingest(inp: DicomInput) -> str:
     """What ``IngestService._prepare`` runs on a received file before any consent or storage step:
     ``"malformed"`` (refused), ``"accepted"`` or ``"labelled"`` (a sensitivity label was found)."""
-    from consent.sensitivity import DEFAULT_RULES, classify
+    from consent.sensitivity import DEFAULT_RULES, examine
     from gateway.dicomfile import MalformedInstance, dataset_offset, parse_instance, part10_header
     from gateway.ingest import _digest
 
@@ -234,7 +234,9 @@ def dicom_ingest(inp: DicomInput) -> str:
         start = dataset_offset(fp)
     except MalformedInstance:
         return "malformed"
-    labels = classify(header.dataset, DEFAULT_RULES) if header.dataset is not None else []
+    # as ingest reads them: the walk gets the parsed bytes, so it re-reads what the parse skipped
+    labels = examine(header.dataset, DEFAULT_RULES, source=header.source, end=header.source_end).labels \
+        if header.dataset is not None else []
     _digest(fp, start)
     return "labelled" if labels else "accepted"
 
