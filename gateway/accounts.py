@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consent.decision import AccountRef, Principal
 from consent.providers import ConsentError, validate_ae_title
 from gateway import audit
-from gateway.auth import NO_PASSWORD, PasswordError, check_password, hash_password
+from gateway.auth import NO_PASSWORD, PasswordError, hash_password
 from gateway.db.base import utcnow
 from gateway.db.models import Account, User
 
@@ -34,7 +34,7 @@ def create_user(session: Session, email: str, password: str) -> User:
     is this user, so the shares waiting for the email hold from now on."""
     email = normalise_email(email)
     try:
-        check_password(password)
+        password_hash = hash_password(password)  # checks the password's length first
     except PasswordError as exc:
         raise AccountError(str(exc)) from None
     user = session.scalar(select(User).where(User.email == email))
@@ -43,7 +43,7 @@ def create_user(session: Session, email: str, password: str) -> User:
     if user is None:
         user = User(id=f"usr_{secrets.token_hex(8)}", email=email, created_at=utcnow())
         session.add(user)
-    user.password_hash = hash_password(password)
+    user.password_hash = password_hash
     session.flush()
     return user
 
