@@ -308,7 +308,7 @@ class QidoLoader:
         return f"{self.UID_ROOT}.{self.run}.{kind}.{self._uid_n}"
 
     def _new_patient(self) -> tuple[tuple, tuple[int, str]]:
-        from gateway.dicomfile import normalise_name
+        from gateway.dicom.part10 import normalise_name
 
         r = self.rng
         pk = self.next["patients"]
@@ -468,7 +468,7 @@ def explain_sql(services: Any, account_id: str, path: str) -> str | None:
 
     from sqlalchemy.dialects import postgresql
 
-    from gateway.query import Query, keyword_of
+    from gateway.archive.query import Query, keyword_of
 
     parts = urlsplit(path)
     segs = [p for p in parts.path.split("/") if p]
@@ -520,8 +520,8 @@ def study_aggregate_sql(dsn: str, sql: str) -> str | None:
 
 
 def qido_part(base: Path, args: argparse.Namespace, dg_exe: str) -> dict[str, Any]:
-    from gateway.services import Services
-    from gateway.settings import load_settings
+    from gateway.runtime.services import Services
+    from gateway.runtime.settings import load_settings
 
     res: dict[str, Any] = {"sizes": {}, "explain": {}}
     dbname = None

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from gateway.query import vr_of
+from gateway.archive.query import vr_of
 
 _NUMERIC = {"IS", "US", "UL", "SS", "SL", "FL", "FD", "DS", "UV", "SV"}
 

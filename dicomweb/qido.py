@@ -6,11 +6,11 @@ from flask import Blueprint, Response, current_app, json, request
 
 from dicomweb.dicomjson import result_json
 from dicomweb.media import MediaTypeError, parse_accept
-from gateway.httpauth import HttpError, principal_from_request, service_errors
+from gateway.http.auth import HttpError, principal_from_request, service_errors
 from gateway.numbers import INT64_MAX, NumberError, parse_int
-from gateway.query import DEFAULT_LIMIT, MAX_LIMIT, Query, QueryError, keyword_of
-from gateway.services import Services
-from gateway.urls import dicomweb_root
+from gateway.archive.query import DEFAULT_LIMIT, MAX_LIMIT, Query, QueryError, keyword_of
+from gateway.runtime.services import Services
+from gateway.http.urls import dicomweb_root
 
 bp = Blueprint("qido", __name__)
 BASE = "/accounts/<account_id>/dicomweb"

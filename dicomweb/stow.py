@@ -18,10 +18,10 @@ from flask import Blueprint, Response, current_app, json, request
 from consent.decision import Action
 from dicomweb.media import MediaTypeError, parse_content_type
 from dicomweb.multipart import BodyTooLarge, MultipartError, Part, boundary_from_content_type, iter_parts
-from gateway.httpauth import HttpError, authorise, principal_from_request
-from gateway.ingest import IngestResult, Outcome
-from gateway.services import Services
-from gateway.urls import dicomweb_root
+from gateway.http.auth import HttpError, authorise, principal_from_request
+from gateway.archive.ingest import IngestResult, Outcome
+from gateway.runtime.services import Services
+from gateway.http.urls import dicomweb_root
 from storage.keys import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ FAILURE_REASON = {
 }
 #: parts kept in memory in total before the rest go straight to disk
 MEMORY_BUDGET = 64 << 20
-#: the STOW routes, for the HTTP server's body limits (gateway.http_guard)
+#: the STOW routes, for the HTTP server's body limits (gateway.http.guard)
 STOW_PATH = re.compile(r"^/accounts/[^/]+/dicomweb/studies(/[^/]+)?/?$")
 #: environ key: the server asks, before reading a large body, whether this request would be taken;
 #: the view answers by setting it to PRECHECK_PASSED once every check that needs no body has passed

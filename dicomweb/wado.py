@@ -20,15 +20,15 @@ from consent.decision import Principal
 from dicomweb.dicomjson import dataset_json
 from dicomweb.media import MediaTypeError, parse_accept
 from dicomweb.multipart import new_boundary, write_parts
-from gateway.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
+from gateway.dicom.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
                             FrameTooLarge, decoded_frames, frame_media_type, header_dataset, iter_raw_frames,
                             open_source, parse_frame_list)
-from gateway.httpauth import HttpError, principal_from_request, service_errors
-from gateway.metrics import REFUSALS
+from gateway.http.auth import HttpError, principal_from_request, service_errors
+from gateway.ops.metrics import REFUSALS
 from gateway.numbers import NumberError, parse_int
-from gateway.retrieve import InstanceRef, Selection
-from gateway.services import Services
-from gateway.urls import dicomweb_root
+from gateway.archive.retrieve import InstanceRef, Selection
+from gateway.runtime.services import Services
+from gateway.http.urls import dicomweb_root
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wado", __name__)
@@ -338,7 +338,7 @@ def _window() -> tuple[float, float, str] | None:
 
 def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
     """One frame rendered; 422 above ``max_render_pixels`` (checked before decoding), read by ranges."""
-    from gateway.render import RenderError, render, thumbnail
+    from gateway.dicom.render import RenderError, render, thumbnail
 
     mtype = _image_type()
     viewport, window = _viewport(), _window()

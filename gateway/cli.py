@@ -16,8 +16,8 @@ from typing import Any, Callable
 import click
 
 from consent.providers import ConsentError
-from gateway import consents
-from gateway.accounts import (
+from gateway.identity import consents
+from gateway.identity.accounts import (
     AccountError,
     account_view,
     create_account,
@@ -26,9 +26,9 @@ from gateway.accounts import (
     get_account,
     list_accounts,
 )
-from gateway.auth import issue_token
-from gateway.services import Services
-from gateway.settings import SettingsError, load_settings
+from gateway.identity.credentials import issue_token
+from gateway.runtime.services import Services
+from gateway.runtime.settings import SettingsError, load_settings
 
 OPERATOR = "operator:cli"
 
@@ -124,8 +124,8 @@ def cli(config: str | None, data_dir: str | None, database_url: str | None, as_j
 @common
 def serve(**flags: Any) -> None:
     """Run the DIMSE SCP, the HTTP server and the scheduler."""
-    from gateway.serve import run
-    from gateway.settings import replace, validate
+    from gateway.runtime.serve import run
+    from gateway.runtime.settings import replace, validate
 
     ctx = click.get_current_context()
     if flags.get("cors_origins") is not None:
@@ -191,7 +191,7 @@ def account_show(account_id: str) -> None:
 def account_delete(account_id: str) -> None:
     """Delete an account: invisible at once, purged within purge_window."""
     from consent.decision import Principal
-    from gateway.erasure import ErasureError, delete_account
+    from gateway.archive.erasure import ErasureError, delete_account
 
     svc = services(need_store=True)
     try:
@@ -390,7 +390,7 @@ def jobs() -> None:
 @common
 def jobs_run(name: str, repair: bool) -> None:
     """Run one job now."""
-    from gateway.jobs import run_job
+    from gateway.ops.jobs import run_job
 
     svc = services(need_store=True)
     result = run_job(svc, name, repair=repair)
@@ -406,7 +406,7 @@ def stats() -> None:
 @common
 def stats_trends() -> None:
     """Studies by month x modality x sex x age band; cells under k suppressed."""
-    from gateway.stats import trend_statistics
+    from gateway.ops.stats import trend_statistics
 
     svc = services()
     emit(trend_statistics(svc.db, k=svc.settings.stats_k))

@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Hashable
 
-from gateway.metrics import REFUSALS
+from gateway.ops.metrics import REFUSALS
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import logging
 
 from pydicom.dataset import Dataset
 
-from gateway.dicomfile import part10_header
-from gateway.ingest import Outcome
-from gateway.services import Services
+from gateway.dicom.part10 import part10_header
+from gateway.archive.ingest import Outcome
+from gateway.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from consent.decision import Principal, has_active_link
 from consent.providers import identify_by_ae
-from gateway.accounts import account_by_ae
+from gateway.identity.accounts import account_by_ae
 from gateway.db import Database
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class Verdict:
 
 
 def decide_association(db: Database, calling_ae: str, called_ae: str, address: str) -> Verdict:
-    from gateway.metrics import ASSOCIATIONS
-    from gateway.usage import record_usage
+    from gateway.ops.metrics import ASSOCIATIONS
+    from gateway.ops.usage import record_usage
 
     verdict = _decide(db, calling_ae, called_ae, address)
     ASSOCIATIONS.labels("accepted" if verdict.accepted else "rejected").inc()

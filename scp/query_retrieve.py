@@ -1,7 +1,7 @@
 """DIMSE Query/Retrieve SCP: C-FIND, C-GET and C-MOVE for providers with pull consent.
 
-Thin adapters over :class:`gateway.query.QueryService` (C-FIND) and
-:class:`gateway.retrieve.RetrieveService` (C-GET, C-MOVE): decode the
+Thin adapters over :class:`gateway.archive.query.QueryService` (C-FIND) and
+:class:`gateway.archive.retrieve.RetrieveService` (C-GET, C-MOVE): decode the
 identifier, ask the service (which asks the one consent decision, READ, and
 hides deleted studies and sensitive ones without the sensitive flag), map the
 outcome to a status. The principal and the account come from the association
@@ -76,11 +76,11 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from gateway.accounts import get_account
-from gateway.access import NotVisible
-from gateway.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
-from gateway.retrieve import InstanceRef, NotFound, Selection
-from gateway.services import Services
+from gateway.identity.accounts import get_account
+from gateway.archive.access import NotVisible
+from gateway.archive.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
+from gateway.archive.retrieve import InstanceRef, NotFound, Selection
+from gateway.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pynetdicom.fsm import ACTIONS, TRANSITION_TABLE, InvalidEventError, StateMa
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
-from gateway.metrics import REFUSALS
+from gateway.ops.metrics import REFUSALS
 from scp.admission import AdmissionGate
 from scp.pdu import PduLimits, PduRefused, PeerClosed, a_abort, read_pdu
 

@@ -47,8 +47,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from gateway.metrics import REFUSALS
-from gateway.services import Services
+from gateway.ops.metrics import REFUSALS
+from gateway.runtime.services import Services
 from scp.admission import AdmissionGate
 from scp.handlers import handle_echo, handle_store
 from scp.pdu import PduLimits
@@ -279,7 +279,7 @@ def _adopting_server(listener: socket.socket) -> type[ThreadedAssociationServer]
     class AdoptingAssociationServer(ThreadedAssociationServer):
         def server_bind(self) -> None:
             self.socket.close()
-            self.socket = listener  # non-blocking: see gateway.processes.bind_listener
+            self.socket = listener  # non-blocking: see gateway.runtime.processes.bind_listener
             self.server_address = listener.getsockname()
 
         def server_activate(self) -> None:

@@ -9,7 +9,7 @@ from alembic.config import Config
 
 from gateway.db.engine import Database
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config() -> Config:

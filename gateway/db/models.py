@@ -133,7 +133,7 @@ class Instance(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: rows are inserted, never updated or deleted (see gateway.audit)."""
+    """Append-only: rows are inserted, never updated or deleted (see gateway.ops.audit)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_account_time", "account_id", "id"),)

@@ -182,7 +182,7 @@ def test_malformed_or_oversized_json_changes_nothing(gw, body, status):
 
 
 def _user_exists(gw, email):
-    from gateway.accounts import find_user
+    from gateway.identity.accounts import find_user
 
     with gw.services.db.session() as s:
         return find_user(s, email) is not None
@@ -195,7 +195,7 @@ def test_expired_and_revoked_tokens(gw):
     rsp = call(gw, "GET", "/accounts", expired)
     assert rsp.status_code == 401 and "expired" in rsp.json()["error"]
     good = user_token(gw, acc["owner"])
-    from gateway.auth import hash_token
+    from gateway.identity.credentials import hash_token
     from gateway.db.base import utcnow
     from gateway.db.models import ApiToken
     from sqlalchemy import select
@@ -334,7 +334,7 @@ def test_openapi_matches_the_routes(gw):
                          ("/api/v1/providers", "post"), ("/api/v1/providers/{provider_id}", "delete")]:
         assert method in paths.get(path, {}), (path, method)
     # every documented operation exists, and every API route is documented
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     app = create_app(gw.services)
     rules = {(r.rule, m.lower()) for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1")

@@ -123,14 +123,14 @@ def test_removing_a_provider_revokes_its_links(gateway):
 
 
 def test_audit_trail_records_consent_changes_and_stores(gateway):
-    from gateway import audit
+    from gateway.ops import audit
 
     acc = gateway.new_account()
     prv = gateway.new_provider()
     link = gateway.link(acc, prv, push=True)
     assert gateway.stow(acc["id"], [variant()], token=prv["token"]).status_code == 200
     gateway.revoke(link)
-    with gateway.services.db.session() as s:
+    with gateway.runtime.services.db.session() as s:
         entries = audit.entries(s, acc["id"])
     actions = [e["action"] for e in entries]
     assert actions == ["link.revoked", "instance.stored", "link.created", "account.created"]

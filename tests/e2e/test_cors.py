@@ -72,7 +72,7 @@ def test_the_holders_pages_stay_same_origin(gw):
 
 
 def test_cors_origins_must_be_origins():
-    from gateway.settings import SettingsError, load_settings
+    from gateway.runtime.settings import SettingsError, load_settings
 
     assert load_settings(env={"DICOMGATE_CORS_ORIGINS": f"{VIEWER},{OTHER}"}).cors_origins == [VIEWER, OTHER]
     assert load_settings(env={}).cors_origins is None

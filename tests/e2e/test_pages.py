@@ -136,7 +136,7 @@ def qido(gw, account_id, token):
 
 
 def share(gw, account, email, role="viewer", sensitive=False):
-    from gateway import consents
+    from gateway.identity import consents
 
     with gw.services.db.session(write=True) as s:
         return consents.grant_share(s, account_id=account["id"], email=email, role=role, sensitive=sensitive,
@@ -281,7 +281,7 @@ def test_delete_study_then_account(gw, b):
 
 
 def _second_account_for(gw, email):
-    from gateway.accounts import create_account, find_user
+    from gateway.identity.accounts import create_account, find_user
 
     with gw.services.db.session(write=True) as s:
         return create_account(s, find_user(s, email), None, actor="test").id
@@ -300,7 +300,7 @@ def test_csrf_roles_and_sign_out(gw):
     token = csrf_of(page.text)
 
     def in_force():
-        from gateway import consents
+        from gateway.identity import consents
 
         with gw.services.db.session() as s:
             return ({x["id"] for x in consents.list_shares(s, acc["id"], in_force_only=True)},

@@ -1,4 +1,4 @@
-"""The DIMSE SCP and the HTTP server in worker processes sharing their port (gateway.processes).
+"""The DIMSE SCP and the HTTP server in worker processes sharing their port (gateway.runtime.processes).
 
 Each test starts its own ``serve`` and looks at its process tree with psutil:
 workers exist, serve concurrent associations and requests, are counted in

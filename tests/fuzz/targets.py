@@ -6,7 +6,7 @@ refusal is the contract of the code under test:
 
 * ``dicom_ingest``: the ingest path's header read (``parse_instance``,
   ``dataset_offset``, the sensitivity rules, the digest) raises only
-  :class:`gateway.dicomfile.MalformedInstance` (-> 0xC000 / STOW "malformed");
+  :class:`gateway.dicom.part10.MalformedInstance` (-> 0xC000 / STOW "malformed");
 * ``multipart``: :func:`dicomweb.multipart.iter_parts` raises only
   :class:`MultipartError` (-> 400), and what it yields (or refuses) does not
   depend on how the body is cut into reads;
@@ -181,7 +181,7 @@ def _dataset_part(part10: bytes) -> tuple[bytes, str]:
     """(the data set after the File Meta, its transfer syntax) of a seed, for the DIMSE shape."""
     from pydicom import dcmread
 
-    from gateway.dicomfile import dataset_offset
+    from gateway.dicom.part10 import dataset_offset
 
     fp = io.BytesIO(part10)
     start = dataset_offset(fp)
@@ -221,8 +221,8 @@ def dicom_ingest(inp: DicomInput) -> str:
     """What ``IngestService._prepare`` runs on a received file before any consent or storage step:
     ``"malformed"`` (refused), ``"accepted"`` or ``"labelled"`` (a sensitivity label was found)."""
     from consent.sensitivity import DEFAULT_RULES, examine
-    from gateway.dicomfile import MalformedInstance, dataset_offset, parse_instance, part10_header
-    from gateway.ingest import _digest
+    from gateway.dicom.part10 import MalformedInstance, dataset_offset, parse_instance, part10_header
+    from gateway.archive.ingest import _digest
 
     if inp.dimse:
         data = part10_header("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", inp.transfer_syntax, "FUZZ") + inp.data

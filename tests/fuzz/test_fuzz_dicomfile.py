@@ -1,4 +1,4 @@
-"""Fuzzing the ingest header read: gateway/dicomfile.py ``parse_instance`` and
+"""Fuzzing the ingest header read: gateway/dicom/part10.py ``parse_instance`` and
 ``dataset_offset``, the sensitivity labels (consent/sensitivity.py
 ``classify``) and the digest, as ``IngestService._prepare`` runs them on a
 STOW part or a C-STORE data set (with the gateway's own File Meta).
@@ -42,7 +42,7 @@ UNKNOWN_VR_IN_META = (
 
 @pytest.mark.parametrize("meta_must_match", [False, True])
 def test_unknown_vr_in_file_meta_is_malformed(meta_must_match):
-    from gateway.dicomfile import MalformedInstance, parse_instance
+    from gateway.dicom.part10 import MalformedInstance, parse_instance
 
     with pytest.raises(MalformedInstance, match="file meta"):
         parse_instance(io.BytesIO(UNKNOWN_VR_IN_META), len(UNKNOWN_VR_IN_META), meta_must_match=meta_must_match)
@@ -78,7 +78,7 @@ def deflate_bomb(inflated: int) -> bytes:
     import struct
     import zlib
 
-    from gateway.dicomfile import part10_header
+    from gateway.dicom.part10 import part10_header
 
     def elem(group: int, element: int, vr: bytes, value: bytes) -> bytes:
         return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
@@ -99,7 +99,7 @@ def deflate_bomb(inflated: int) -> bytes:
 def test_deflate_bomb_is_refused_within_the_heap_bound():
     """Found while checking the memory bound: pydicom inflates a deflated data set whole,
     so a 70 KB part inflating to 80 MB took ~270 MB of heap. Now refused before inflating."""
-    from gateway.dicomfile import MAX_INFLATED_BYTES, MalformedInstance, parse_instance
+    from gateway.dicom.part10 import MAX_INFLATED_BYTES, MalformedInstance, parse_instance
 
     bomb = deflate_bomb(MAX_INFLATED_BYTES + (16 << 20))
     assert len(bomb) < 200_000
@@ -113,7 +113,7 @@ def test_deflate_bomb_behind_a_long_file_meta_element_is_refused():
     File Meta Information Version (OB) before it let a bomb through to pydicom (~600 MB peak)."""
     import struct
 
-    from gateway.dicomfile import MAX_INFLATED_BYTES, MalformedInstance, _meta_element, parse_instance
+    from gateway.dicom.part10 import MAX_INFLATED_BYTES, MalformedInstance, _meta_element, parse_instance
 
     bomb = deflate_bomb(MAX_INFLATED_BYTES + (16 << 20))
     group_length = struct.unpack("<I", bomb[140:144])[0]
@@ -131,7 +131,7 @@ def test_deflate_bomb_behind_a_long_file_meta_element_is_refused():
 def test_deflated_files_within_the_bound_still_parse():
     from pydicom.data import get_testdata_file
 
-    from gateway.dicomfile import parse_instance
+    from gateway.dicom.part10 import parse_instance
 
     for data in (open(get_testdata_file("image_dfl.dcm"), "rb").read(), deflate_bomb(1 << 20)):
         header = parse_instance(io.BytesIO(data), len(data), meta_must_match=False)

@@ -113,7 +113,7 @@ def echo(port: int, calling: str, called: str) -> StoreOutcome:
 
 def dataset_bytes(part10: bytes) -> bytes:
     """The data set after preamble and File Meta: what must be kept byte for byte."""
-    from gateway.dicomfile import dataset_offset
+    from gateway.dicom.part10 import dataset_offset
     import io
 
     return part10[dataset_offset(io.BytesIO(part10)):]

@@ -127,8 +127,8 @@ class Gateway:
     @property
     def services(self):  # type: ignore[no-untyped-def]
         if self._services is None:
-            from gateway.services import Services
-            from gateway.settings import load_settings
+            from gateway.runtime.services import Services
+            from gateway.runtime.settings import load_settings
 
             overrides = {"data_dir": str(self.backend.data_dir), "database_url": self.backend.database_url,
                          "object_store": self.backend.object_store}
@@ -139,7 +139,7 @@ class Gateway:
         return self._services
 
     def new_account(self, email: str | None = None) -> dict:
-        from gateway.accounts import account_view, create_account, create_user
+        from gateway.identity.accounts import account_view, create_account, create_user
 
         email = email or f"u{secrets.token_hex(4)}@example.org"
         with self.services.db.session(write=True) as s:
@@ -150,7 +150,7 @@ class Gateway:
         return view
 
     def new_provider(self, networks: list[str] | None = None, ae: str | None = None) -> dict:
-        from gateway import consents
+        from gateway.identity import consents
 
         ae = ae or ("P" + secrets.token_hex(5).upper())
         with self.services.db.session(write=True) as s:
@@ -160,14 +160,14 @@ class Gateway:
 
     def link(self, account: dict, provider: dict, *, push: bool = True, pull: bool = False,
              sensitive: bool = False, expires: Any = None) -> dict:
-        from gateway import consents
+        from gateway.identity import consents
 
         with self.services.db.session(write=True) as s:
             return consents.create_link(s, account_id=account["id"], provider_id=provider["id"], push=push,
                                         pull=pull, sensitive=sensitive, expires=expires, actor="test")
 
     def revoke(self, link: dict) -> None:
-        from gateway import consents
+        from gateway.identity import consents
 
         with self.services.db.session(write=True) as s:
             consents.revoke_link(s, link["id"], actor="test")
@@ -208,8 +208,8 @@ class Gateway:
 
 def user_token(gw: Gateway, email: str, ttl: int | None = 3600) -> str:
     """A bearer token for a user of this gateway (as `dicomgate token create` makes)."""
-    from gateway.accounts import find_user
-    from gateway.auth import issue_token
+    from gateway.identity.accounts import find_user
+    from gateway.identity.credentials import issue_token
 
     with gw.services.db.session(write=True) as s:
         user = find_user(s, email)

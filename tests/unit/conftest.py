@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.services import Services
-from gateway.settings import load_settings
+from gateway.runtime.services import Services
+from gateway.runtime.settings import load_settings
 
 
 @pytest.fixture

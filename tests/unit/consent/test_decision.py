@@ -9,7 +9,7 @@ import pytest
 from consent import links, shares
 from consent.decision import AccountRef, Action, Principal, decide
 from consent.providers import ConsentError, add_provider
-from gateway.accounts import create_account, create_user
+from gateway.identity.accounts import create_account, create_user
 from gateway.db.base import utcnow
 
 

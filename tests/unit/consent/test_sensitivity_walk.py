@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from consent import sensitivity
 from consent.sensitivity import UNVERIFIED, Classification, classify, examine, load_rules
-from gateway.dicomfile import parse_instance
+from gateway.dicom.part10 import parse_instance
 from tests.unit.consent import hostile
 from tests.unit.consent.hostile import EXPLICIT, IMPLICIT, Instance, element, item, label, sequence, text
 

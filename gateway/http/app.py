@@ -1,0 +1,143 @@
+"""The HTTP application: DICOMweb, health; JSON errors everywhere."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask, Response, json
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from gateway.http.auth import HttpError
+from gateway.runtime.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, headers: dict[str, str | list[str]] | None = None) -> Response:
+    resp = Response(json.dumps({"error": message}), status=status, mimetype="application/json")
+    for k, v in (headers or {}).items():
+        for value in ([v] if isinstance(v, str) else v):
+            resp.headers.add(k, value)
+    return resp
+
+
+def _instrument(app: Flask, services: Services) -> None:
+    """Metrics for every request; a usage event for every request that names an account."""
+    import time
+
+    from flask import g, request
+
+    from gateway.ops.metrics import HTTP, HTTP_SECONDS
+    from gateway.ops.usage import record_usage
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _done(resp: Response) -> Response:
+        path = request.path
+        area = "dicomweb" if "/dicomweb" in path else "api" if path.startswith("/api/") else "other"
+        HTTP.labels(area, f"{resp.status_code // 100}xx").inc()
+        HTTP_SECONDS.labels(area).observe(time.perf_counter() - getattr(g, "t0", time.perf_counter()))
+        account_id = (request.view_args or {}).get("account_id")
+        if account_id and resp.status_code < 400 and not request.environ.get("dicomgate.precheck"):
+            record_usage(services.db, kind="request", account_id=account_id, detail=f"{request.method} {area}")
+        return resp
+
+
+#: where pages of other origins may call (DICOMweb, REST API); the holder's pages stay same-origin
+_CORS_PATH = re.compile(r"^/(accounts/[^/]+/dicomweb|api/v1)(/|$)")
+
+
+def _cors(app: Flask, origins: list[str]) -> None:
+    """CORS for the listed origins: preflights answered, ``Access-Control-Allow-Origin`` and
+    ``Vary: Origin`` on every answer there, errors included. Credentials travel in the
+    Authorization header (no cookies), so no ``Allow-Credentials``."""
+    from flask import request
+
+    allowed = set(origins)
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        if (request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method")
+                and _CORS_PATH.match(request.path)):
+            return Response(status=204)
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        if not _CORS_PATH.match(request.path):
+            return resp
+        resp.vary.add("Origin")
+        origin = request.headers.get("Origin")
+        if origin in allowed:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            if request.method == "OPTIONS":
+                resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+                resp.headers["Access-Control-Allow-Headers"] = "Authorization, Accept, Content-Type"
+                resp.headers["Access-Control-Max-Age"] = "600"
+            else:
+                resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, WWW-Authenticate"
+        return resp
+
+
+def create_app(services: Services) -> Flask:
+    from dicomweb.qido import bp as qido_bp
+    from gateway.http.api import bp as api_bp
+    from gateway.http.pages import bp as web_bp
+    from dicomweb.stow import bp as stow_bp
+    from dicomweb.wado import bp as wado_bp
+
+    app = Flask("dicomgate")
+    app.config["services"] = services
+    app.config["MAX_CONTENT_LENGTH"] = None  # limits are enforced per route (STOW: max_stow_bytes)
+    app.register_blueprint(stow_bp)
+    app.register_blueprint(qido_bp)
+    app.register_blueprint(wado_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+    _instrument(app, services)
+    if services.settings.cors_origins:
+        _cors(app, services.settings.cors_origins)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from gateway.ops.metrics import exposition
+
+        return Response(exposition(), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        checks = {}
+        try:
+            with services.db.session() as s:
+                s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # pragma: no cover - reported, not raised
+            checks["database"] = f"error: {exc}"
+        try:
+            services.store.exists("healthz/probe")
+            checks["object_store"] = "ok"
+        except Exception as exc:  # pragma: no cover
+            checks["object_store"] = f"error: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return Response(json.dumps({"status": "ok" if ok else "degraded", **checks}),
+                        status=200 if ok else 503, mimetype="application/json")
+
+    @app.errorhandler(HttpError)
+    def _http_error(exc: HttpError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _werkzeug_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal error; the operator's log has the details")
+
+    return app

@@ -1,0 +1,160 @@
+"""Users and accounts: creation, lookup, and the views the CLI and API print."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from consent.decision import AccountRef, Principal
+from consent.providers import ConsentError, validate_ae_title
+from gateway.ops import audit
+from gateway.identity.credentials import NO_PASSWORD, PasswordError, hash_password
+from gateway.db.base import utcnow
+from gateway.db.models import Account, User
+
+
+class AccountError(ValueError):
+    """An account or user operation that cannot be done (bad input, unknown id, clash)."""
+
+
+def normalise_email(email: str) -> str:
+    e = email.strip().lower()
+    local, at, domain = e.partition("@")
+    if not at or not local or "." not in domain or " " in e or len(e) > 320:
+        raise AccountError(f"{email!r} is not an email address")
+    return e
+
+
+def create_user(session: Session, email: str, password: str) -> User:
+    """A user who signs in with ``password``; a user someone already shared with (no password yet)
+    is this user, so the shares waiting for the email hold from now on."""
+    email = normalise_email(email)
+    try:
+        password_hash = hash_password(password)  # checks the password's length first
+    except PasswordError as exc:
+        raise AccountError(str(exc)) from None
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None and has_password(user):
+        raise AccountError(f"a user with email {email} already exists")
+    if user is None:
+        user = User(id=f"usr_{secrets.token_hex(8)}", email=email, created_at=utcnow())
+        session.add(user)
+    user.password_hash = password_hash
+    session.flush()
+    return user
+
+
+def has_password(user: User) -> bool:
+    return user.password_hash != NO_PASSWORD
+
+
+def user_for_share(session: Session, email: str) -> User:
+    """The user an email names, made without a password when there is none yet: a share to an
+    unknown email is granted like any other (answering otherwise would tell who has an account here)
+    and waits for the person to be given a password (``dicomgate user create`` / ``account create``)."""
+    email = normalise_email(email)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(id=f"usr_{secrets.token_hex(8)}", email=email, password_hash=NO_PASSWORD, created_at=utcnow())
+        session.add(user)
+        session.flush()
+    return user
+
+
+def find_user(session: Session, email: str) -> User | None:
+    """A user who can sign in (not one only waiting for a password)."""
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    return user if user is not None and has_password(user) else None
+
+
+def _random_ae() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return "DG" + "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def create_account(session: Session, owner: User, ae_title: str | None, *, actor: str) -> Account:
+    if ae_title is not None:
+        try:
+            ae = validate_ae_title(ae_title)
+        except ConsentError as exc:
+            raise AccountError(str(exc)) from None
+        if session.scalar(select(Account).where(Account.ae_title == ae)) is not None:
+            raise AccountError(f"AE title {ae} is already used by another account")
+    else:
+        ae = _random_ae()
+        while session.scalar(select(Account).where(Account.ae_title == ae)) is not None:
+            ae = _random_ae()
+    account = Account(id=f"acc_{secrets.token_hex(8)}", ae_title=ae, owner_id=owner.id, created_at=utcnow())
+    session.add(account)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AccountError(f"AE title {ae} is already used by another account") from None
+    audit.record(session, account_id=account.id, actor=actor, action="account.created",
+                 detail={"ae_title": ae, "owner": owner.email})
+    return account
+
+
+def get_account(session: Session, account_id: str, *, include_deleted: bool = False) -> Account | None:
+    account = session.get(Account, account_id)
+    if account is None or (account.deleted_at is not None and not include_deleted):
+        return None
+    return account
+
+
+def account_by_ae(session: Session, ae_title: str) -> Account | None:
+    account = session.scalar(select(Account).where(Account.ae_title == ae_title.strip()))
+    if account is None or account.deleted_at is not None:
+        return None
+    return account
+
+
+def account_ref(account: Account | None) -> AccountRef | None:
+    if account is None:
+        return None
+    return AccountRef(account.id, account.owner_id, account.deleted_at is not None)
+
+
+_ACCOUNT_REF = select(Account.id, Account.owner_id, Account.deleted_at).where(Account.id == bindparam("id"))
+
+
+def load_account_ref(session: Session, account_id: str) -> AccountRef | None:
+    """What the consent decision needs of an account, without loading the ORM object (ingest hot path)."""
+    row = session.connection().execute(_ACCOUNT_REF, {"id": account_id}).first()
+    return None if row is None else AccountRef(row.id, row.owner_id, row.deleted_at is not None)
+
+
+def list_accounts(session: Session) -> list[Account]:
+    return list(session.scalars(select(Account).where(Account.deleted_at.is_(None)).order_by(Account.created_at)))
+
+
+def account_view(session: Session, account: Account, base_url: str) -> dict:
+    owner = session.get(User, account.owner_id)
+    return {
+        "id": account.id,
+        "ae_title": account.ae_title,
+        "dicomweb_url": f"{base_url.rstrip('/')}/accounts/{account.id}/dicomweb",
+        "owner": owner.email if owner else None,
+        "created": account.created_at.isoformat(),
+    }
+
+
+def my_accounts(s: Session, principal: Principal, base_url: str) -> list[dict]:
+    """Accounts the user owns or holds a share in force on (same rule as GET /api/v1/accounts)."""
+    from consent.models import Share
+
+    now = utcnow()
+    owned = s.scalars(select(Account).where(Account.owner_id == principal.id, Account.deleted_at.is_(None))
+                      .order_by(Account.created_at))
+    out = [{**account_view(s, a, base_url), "role": "owner", "sensitive": True} for a in owned]
+    for share in s.scalars(select(Share).where(Share.user_id == principal.id, Share.revoked_at.is_(None))):
+        if share.expires_at is not None and share.expires_at <= now:
+            continue
+        acc = get_account(s, share.account_id)
+        if acc is not None:
+            out.append({**account_view(s, acc, base_url), "role": share.role, "sensitive": share.sensitive})
+    return out
