@@ -36,6 +36,19 @@ class Principal:
     label: str  # for audit entries, e.g. "user:alice@example.org"
     source: str | None = None  # peer IP address
 
+    @classmethod
+    def for_user(cls, user_id: str, email: str, source: str | None = None) -> "Principal":
+        return cls("user", user_id, f"user:{email}", source)
+
+    @classmethod
+    def for_provider(cls, provider: Provider, source: str | None = None) -> "Principal":
+        """A registered provider, labelled the same way wherever it is met (HTTP, DIMSE, C-MOVE destination)."""
+        return cls("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})", source)
+
+    @classmethod
+    def operator(cls, source: str | None = None, label: str = "operator") -> "Principal":
+        return cls("operator", "operator", label, source)
+
 
 @dataclass(frozen=True)
 class AccountRef:

@@ -22,7 +22,7 @@ from gateway.http.auth import HttpError, authorise, principal_from_request
 from gateway.archive.ingest import IngestResult, Outcome
 from gateway.runtime.services import Services
 from gateway.http.urls import dicomweb_root
-from storage.keys import is_valid_uid
+from gateway.dicom.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stow", __name__)

@@ -195,7 +195,7 @@ def account_delete(account_id: str) -> None:
 
     svc = services(need_store=True)
     try:
-        erasure = delete_account(svc.db, Principal("operator", "operator", OPERATOR), account_id)
+        erasure = delete_account(svc.db, Principal.operator(label=OPERATOR), account_id)
     except ErasureError as exc:
         raise Fail(exc.message) from None
     view = {"id": account_id, "status": "pending", "receipt": erasure.id,

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from gateway.dicom.part10 import part10_header
 from gateway.archive.ingest import Outcome
 from gateway.runtime.services import Services
+from scp.status import status
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ STORE_STATUS = {
     Outcome.CONFLICT: 0x0111,
 }
 
-
-def status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment and code != 0x0000:
-        # Error Comment is LO: at most 64 characters
-        ds.ErrorComment = comment.replace("\\", "/")[:64]
-    return ds
 
 
 def handle_echo(event) -> int:  # type: ignore[no-untyped-def]

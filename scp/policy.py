@@ -59,5 +59,5 @@ def _decide(db: Database, calling_ae: str, called_ae: str, address: str) -> Verd
         if not has_active_link(s, account.id, provider.id):
             return Verdict(False, f"provider {provider.id} has no link in force with {called_ae.strip()!r}",
                            CALLED_AE_NOT_RECOGNISED)
-        principal = Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})", address)
+        principal = Principal.for_provider(provider, address)
         return Verdict(True, "link in force", principal=principal, account_id=account.id)

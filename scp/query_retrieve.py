@@ -81,11 +81,11 @@ from gateway.archive.access import NotVisible
 from gateway.archive.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
 from gateway.archive.retrieve import InstanceRef, NotFound, Selection
 from gateway.runtime.services import Services
+from scp.status import error_comment, status
 
 log = logging.getLogger(__name__)
 
 PENDING = 0xFF00
-SUCCESS = 0x0000
 CANCEL = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900
 REFUSED = 0xC000
@@ -114,18 +114,6 @@ _UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.
 class BadIdentifier(ValueError):
     """The identifier does not fit the information model (0xA900)."""
 
-
-def status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment and code != SUCCESS:
-        ds.ErrorComment = _lo(comment)
-    return ds
-
-
-def _lo(text: str) -> str:
-    """Error Comment is LO: at most 64 characters, no backslash."""
-    return text.replace("\\", "/")[:64]
 
 
 # ---------------------------------------------------------------- C-FIND
@@ -434,7 +422,7 @@ def _answer_instead(event, code: int, comment: str) -> None:  # type: ignore[no-
             except AttributeError:
                 pass
             primitive.Status = code
-            primitive.ErrorComment = _lo(comment)
+            primitive.ErrorComment = error_comment(comment)
             primitive.Identifier = None
         return original(primitive, context_id)
 

@@ -29,7 +29,7 @@ from gateway.db import Database
 from gateway.db.models import Instance, Patient, Series, Study
 from gateway.dicom.part10 import normalise_name
 from gateway.numbers import INT32_MAX, INT32_MIN, NumberError, parse_int
-from storage.keys import is_valid_uid
+from gateway.dicom.uids import is_valid_uid
 
 LEVELS = ("study", "series", "instance")
 MAX_LIMIT = 1000

@@ -22,7 +22,7 @@ from gateway.db import Database
 from gateway.db.models import Instance, Series, Study
 from gateway.archive.query import QueryError
 from storage import ObjectStore
-from storage.keys import is_valid_uid
+from gateway.dicom.uids import is_valid_uid
 
 
 class NotFound(LookupError):
@@ -151,7 +151,7 @@ class RetrieveService:
                 return None, f"move destination {ae!r} has no host and port"
             if provider.id == principal.id:
                 return (provider.host, provider.port), ""
-            dest = Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})")
+            dest = Principal.for_provider(provider)
             study_uids = sorted({r.study_uid for r in refs})
             sensitive = bool(study_uids) and bool(s.scalar(
                 select(Study.id).where(Study.account_id == account_id, Study.study_uid.in_(study_uids),

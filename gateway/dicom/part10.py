@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from storage.keys import is_valid_uid
+from gateway.dicom.uids import is_valid_uid
 
 IMPLEMENTATION_VERSION = "DICOMGATE_010"
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float

@@ -107,7 +107,7 @@ class VerifiedCredentials:
 
 
 def user_principal(user: User, source: str | None) -> Principal:
-    return Principal("user", user.id, f"user:{user.email}", source)
+    return Principal.for_user(user.id, user.email, source)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -231,14 +231,14 @@ def authenticate(
         return user_principal(user, source)
     token = creds.token or ""
     if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
-        return Principal("operator", "operator", "operator", source)
+        return Principal.operator(source)
     row = session_row(session, token, operator_sessions)
     if row is None or row.revoked_at is not None:
         raise AuthError("the token is not valid")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError("the token has expired")
     if row.user_id is None and row.provider_id is None:  # found through the operator-bound hash only
-        return Principal("operator", "operator", "operator", source)
+        return Principal.operator(source)
     if row.user_id:
         user = session.get(User, row.user_id)
         if user is None or user.disabled_at is not None:
@@ -247,4 +247,4 @@ def authenticate(
     provider = session.get(Provider, row.provider_id)
     if provider is None or provider.removed_at is not None:
         raise AuthError("the token is not valid")
-    return Principal("provider", provider.id, f"provider:{provider.name} ({provider.ae_title})", source)
+    return Principal.for_provider(provider, source)
