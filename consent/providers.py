@@ -10,12 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.history import record_event
+from consent.errors import AlreadyDone, ConsentError, UnknownParty
 from consent.models import Provider
 from gateway.db.base import utcnow
 
 
-class ConsentError(ValueError):
-    """A consent change that cannot be made (bad input, unknown id, conflict)."""
 
 
 def new_id(prefix: str) -> str:

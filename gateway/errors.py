@@ -7,6 +7,8 @@ caller to read, never for code to parse: decide on the class, not the text.
 
 from __future__ import annotations
 
+from consent import errors as c
+
 
 class ServiceError(Exception):
     """Base of every refusal a service raises on purpose."""
@@ -34,3 +36,25 @@ class TooMany(ServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def classify(exc: BaseException) -> type[ServiceError] | None:
+    """The service error a refusal stands for (a consent refusal included), None for anything else.
+
+    The one place an adapter learns what kind of refusal it holds; each adapter then maps
+    the kind to its protocol in its own table.
+    """
+    if isinstance(exc, ServiceError):
+        return type(exc) if type(exc) in _KINDS else next(k for k in _KINDS if isinstance(exc, k))
+    if isinstance(exc, (c.UnknownParty, c.NotVisible)):
+        return NotFound
+    if isinstance(exc, c.NotPermitted):
+        return Forbidden
+    if isinstance(exc, c.AlreadyDone):
+        return Conflict
+    if isinstance(exc, c.ConsentError):
+        return Invalid
+    return None
+
+
+_KINDS = (NotFound, Forbidden, Conflict, Invalid, TooMany)
