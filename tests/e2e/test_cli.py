@@ -130,7 +130,7 @@ def test_audit_trail_records_consent_changes_and_stores(gateway):
     link = gateway.link(acc, prv, push=True)
     assert gateway.stow(acc["id"], [variant()], token=prv["token"]).status_code == 200
     gateway.revoke(link)
-    with gateway.runtime.services.db.session() as s:
+    with gateway.services.db.session() as s:
         entries = audit.entries(s, acc["id"])
     actions = [e["action"] for e in entries]
     assert actions == ["link.revoked", "instance.stored", "link.created", "account.created"]

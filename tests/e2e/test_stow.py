@@ -183,7 +183,7 @@ def test_sensitive_instance_with_flag_is_stored(gateway):
 
     from gateway.db.models import Study
 
-    with gateway.runtime.services.db.session() as s:
+    with gateway.services.db.session() as s:
         study = s.scalar(select(Study).where(Study.account_id == acc["id"]))
     assert study.sensitive and study.labels == "SEX"
 

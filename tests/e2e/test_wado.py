@@ -268,7 +268,7 @@ def test_retrievals_are_audited(gateway):
     raw = variant()
     assert gateway.stow(acc["id"], [raw], token=prv["token"]).status_code == 200
     assert get(gateway, acc, f"studies/{uids(raw)[0]}", prv["token"]).status_code == 200
-    with gateway.runtime.services.db.session() as s:
+    with gateway.services.db.session() as s:
         [entry] = [e for e in audit.entries(s, acc["id"]) if e["action"] == "study.retrieved"]
     assert entry["actor"].startswith("provider:") and entry["detail"]["instances"] == 1
     assert entry["study"] == uids(raw)[0]
