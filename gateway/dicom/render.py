@@ -17,7 +17,7 @@ pipeline of PS3.3 C.11 (Modality LUT -> VOI LUT -> Presentation):
 4. optional ``viewport`` scaling (fit inside, aspect kept), then JPEG / PNG.
 
 Memory: a frame of more than ``max_pixels`` is refused before it is decoded
-(:class:`~gateway.dicom.frames.FrameTooLarge`), unless a viewport is given (always
+(:class:`~gateway.dicom.frame_errors.FrameTooLarge`), unless a viewport is given (always
 for thumbnails) and the codec can decode a reduced resolution within the
 bound (JPEG 2000 resolution levels, JPEG DCT scaling). The decoded frame is the only
 full-size array: when the viewport is much smaller it is first subsampled
@@ -36,19 +36,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from gateway.dicom.frames import (
-    DEFAULT_MAX_PIXELS,
-    FrameDecodeError,
-    FrameError,
-    FrameOutOfRange,
-    FrameTooLarge,
-    PixelSource,
-    check_decode_size,
-    check_frame_numbers,
-    decode_frame,
-    decode_frame_reduced,
-    open_source,
-)
+from gateway.dicom.decode import decode_frame, decode_frame_reduced
+from gateway.dicom.frame_errors import DEFAULT_MAX_PIXELS, FrameDecodeError, FrameError, FrameOutOfRange, FrameTooLarge
+from gateway.dicom.frame_numbers import check_frame_numbers
+from gateway.dicom.pixel_source import PixelSource, check_decode_size, open_source
 
 __all__ = ["RenderError", "FrameOutOfRange", "FrameTooLarge", "render", "thumbnail", "RENDER_MEDIA_TYPES"]
 
@@ -81,8 +72,8 @@ def render(
     (function ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``; grayscale only);
     ``quality`` (1-100) applies to JPEG. Raises :class:`RenderError` for a
     bad argument, an instance without pixel data or pixel data that cannot be
-    decoded, and :class:`~gateway.dicom.frames.FrameOutOfRange` for a frame the
-    instance does not have, and :class:`~gateway.dicom.frames.FrameTooLarge` (not a
+    decoded, and :class:`~gateway.dicom.frame_errors.FrameOutOfRange` for a frame the
+    instance does not have, and :class:`~gateway.dicom.frame_errors.FrameTooLarge` (not a
     RenderError) for a frame of more than ``max_pixels`` pixels.
     """
     fmt = _check_media_type(media_type)
