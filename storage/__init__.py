@@ -13,15 +13,14 @@ from urllib.parse import urlsplit
 from .base import READ_CHUNK_SIZE, InvalidKey, ObjectNotFound, ObjectStore, StorageError
 from .filesystem import FilesystemStore
 from .keys import (
-    UID_RE,
     account_prefix,
     check_key,
     check_prefix,
     instance_key,
-    is_valid_uid,
+    is_safe_segment,
     study_prefix,
     validate_account_id,
-    validate_uid,
+    validate_segment,
 )
 from .s3 import S3Store
 
@@ -34,9 +33,8 @@ __all__ = [
     "FilesystemStore",
     "S3Store",
     "open_store",
-    "UID_RE",
-    "is_valid_uid",
-    "validate_uid",
+    "is_safe_segment",
+    "validate_segment",
     "validate_account_id",
     "instance_key",
     "account_prefix",

@@ -31,7 +31,7 @@ class ObjectNotFound(StorageError):
 
 
 class InvalidKey(StorageError, ValueError):
-    """The key (or prefix, UID, account id, digest) is not acceptable."""
+    """The key (or prefix, key segment, account id, digest) is not acceptable."""
 
 
 @runtime_checkable

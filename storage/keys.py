@@ -1,13 +1,17 @@
 """Object-key construction and validation.
 
 Pure functions, no I/O.  Everything that ends up in an object key is
-validated here, so that a hostile DICOM header (``StudyInstanceUID =
-"../../etc"``) or account id can never escape its account's prefix, whatever
-the storage backend.
+validated here, so that a hostile component (a study named ``"../../etc"``,
+an account id with a slash) can never escape its account's prefix, whatever
+the storage backend. What makes a valid name (for the gateway: a DICOM UID)
+is the caller's business, checked before it builds a key; here a component
+only has to be a safe path segment.
 
 Key layout::
 
-    {account_id}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.{digest[:16]}.dcm
+    {account_id}/{study}/{series}/{instance}.{digest[:16]}[.{nonce}].dcm
+
+(the gateway names study, series and instance by their UIDs).
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import re
 from .base import InvalidKey
 
 __all__ = [
-    "UID_RE",
+    "SEGMENT_RE",
     "ACCOUNT_ID_RE",
-    "MAX_UID_LENGTH",
+    "MAX_SEGMENT_LENGTH",
     "MAX_KEY_LENGTH",
-    "is_valid_uid",
-    "validate_uid",
+    "is_safe_segment",
+    "validate_segment",
     "validate_account_id",
     "instance_key",
     "account_prefix",
@@ -31,10 +35,11 @@ __all__ = [
     "check_prefix",
 ]
 
-#: PS3.5 section 9.1: components of digits separated by single dots, no
-#: leading zero in a multi-digit component.  (Length is checked separately.)
-UID_RE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
-MAX_UID_LENGTH = 64
+#: a path segment that is safe on every backend: ASCII letters, digits, ``.``, ``_``
+#: and ``-``, starting and ending with a letter or digit (so never ``.``, ``..``, a
+#: dot-name or a name Windows would strip); ``..`` inside is refused separately.
+SEGMENT_RE = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z._-]*[0-9A-Za-z])?")
+MAX_SEGMENT_LENGTH = 128
 
 ACCOUNT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -45,23 +50,27 @@ MAX_KEY_LENGTH = 1024
 _KEY_CHARS_RE = re.compile(r"[A-Za-z0-9._/-]+")
 
 
-def is_valid_uid(s: str) -> bool:
-    """True if *s* is a syntactically valid DICOM UID (PS3.5 9.1)."""
+def is_safe_segment(s: object) -> bool:
+    """True if *s* may stand as one segment of a key (see :data:`SEGMENT_RE`), at most 128 characters."""
     return (
         isinstance(s, str)
-        and 0 < len(s) <= MAX_UID_LENGTH
-        and UID_RE.fullmatch(s) is not None
+        and 0 < len(s) <= MAX_SEGMENT_LENGTH
+        and SEGMENT_RE.fullmatch(s) is not None
+        and ".." not in s
     )
 
 
-def validate_uid(s: str, what: str = "UID") -> str:
-    """Return *s* unchanged if it is a valid DICOM UID, else raise InvalidKey.
+def validate_segment(s: str, what: str = "key segment") -> str:
+    """Return *s* unchanged if it is a safe key segment, else raise InvalidKey.
 
     No normalisation (stripping of padding/NULs) is done here: the caller
-    decides what a header value means, this only decides what may be a key.
+    decides what a value means, this only decides what may be a key.
     """
-    if not is_valid_uid(s):
-        raise InvalidKey(f"{what} {s!r} is not a valid DICOM UID")
+    if not is_safe_segment(s):
+        raise InvalidKey(
+            f"{what} {s!r} is not a safe key segment (expected [0-9A-Za-z._-], starting and ending "
+            f"with a letter or digit, no '..', at most {MAX_SEGMENT_LENGTH} characters)"
+        )
     return s
 
 
@@ -96,9 +105,9 @@ def instance_key(
         raise InvalidKey(f"nonce {nonce!r} is not valid (expected 8-32 lowercase hex characters)")
     key = (
         f"{validate_account_id(account_id)}/"
-        f"{validate_uid(study_uid, 'StudyInstanceUID')}/"
-        f"{validate_uid(series_uid, 'SeriesInstanceUID')}/"
-        f"{validate_uid(sop_uid, 'SOPInstanceUID')}."
+        f"{validate_segment(study_uid, 'study')}/"
+        f"{validate_segment(series_uid, 'series')}/"
+        f"{validate_segment(sop_uid, 'instance')}."
         f"{_validate_digest(digest)[:DIGEST_KEY_LENGTH]}"
         f"{'.' + nonce if nonce else ''}.dcm"
     )
@@ -115,7 +124,7 @@ def account_prefix(account_id: str) -> str:
 
 def study_prefix(account_id: str, study_uid: str) -> str:
     """Prefix (with trailing slash) of every key of one study of one account."""
-    return f"{account_prefix(account_id)}{validate_uid(study_uid, 'StudyInstanceUID')}/"
+    return f"{account_prefix(account_id)}{validate_segment(study_uid, 'study')}/"
 
 
 def check_key(key: str) -> str:
