@@ -9,15 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from sqlalchemy.exc import IntegrityError
+
 from consent.sensitivity import Rule, load_rules
-from gateway.db import Database
-from gateway.db.migrate import upgrade
 from gateway.archive.ingest import IngestService
 from gateway.archive.query import QueryService
 from gateway.archive.retrieve import RetrieveService
-from gateway.runtime.settings import Settings
+from gateway.db import Database
+from gateway.db.migrate import upgrade
+from gateway.db.models import Installation
 from gateway.identity.credentials import VerifiedCredentials
 from gateway.identity.throttle import SignInThrottle
+from gateway.runtime.settings import Settings
 from storage import ObjectStore, open_store
 
 
@@ -91,10 +94,6 @@ def _check_store_identity(db: Database, here: str) -> None:
     The embedded default (objects beside the index in the data dir) is recorded
     as such, so moving the whole data dir keeps working.
     """
-    from sqlalchemy.exc import IntegrityError
-
-    from gateway.db.models import Installation
-
     with db.session(write=True) as s:
         row = s.get(Installation, "object_store")
         if row is None:

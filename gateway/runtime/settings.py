@@ -45,9 +45,9 @@ class Settings:
     tls_ca_certificate: str | None = None
     sensitivity_rules: list[dict[str, Any]] | None = None
     max_associations: int = 32
-    #: DIMSE worker processes: 0 = one per core (at most 4), 1 = in the serve process
+    #: DIMSE worker processes: 0 = one per core (at most 4)
     dimse_processes: int = 0
-    #: HTTP worker processes: 0 = one per core (at most 4), 1 = in the serve process
+    #: HTTP worker processes: 0 = one per core (at most 4)
     http_processes: int = 0
     dimse_timeout: int = 60
     # ---- limits for peers that have not authenticated (issue 11) ----------
