@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -28,20 +27,16 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import (  # noqa: E402
+from harness.data import generate_ct512, generate_small  # noqa: E402
+from harness.measure import RunResult, TreeSampler, machine_info  # noqa: E402
+from harness.senders import build_stow_bodies, run_cstore, run_cstore_storescu, run_stow  # noqa: E402
+from harness.servers import (  # noqa: E402
     DicomgateServer,
     DicomgateUnavailable,
     OrthancServer,
-    RunResult,
     StoreSCP,
-    build_stow_bodies,
     dicomgate_check,
     dicomgate_exe,
-    machine_info,
-    run_cstore,
-    run_cstore_storescu,
-    run_stow,
 )
 
 TARGETS = ("dicomgate", "orthanc", "storescp")
@@ -109,7 +104,7 @@ def run_one(target: str, workload: tuple, data: dict, stow_bodies: Callable[[str
     server = None
     try:
         server = start_target(target, workdir, args, dg_exe)
-        sampler = common.TreeSampler(server.pid, 0.1).start()
+        sampler = TreeSampler(server.pid, 0.1).start()
         try:
             if kind == "cstore" and args.client == "storescu":
                 wall, lats, ok, fail, errs, ccpu = run_cstore_storescu(ds["files"], server.dicom_port,
@@ -247,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         data: dict[str, dict] = {}
         need = {w[2] for w in selected}
-        for key, gen, n in (("small", common.generate_small, args.small), ("ct", common.generate_ct512, args.ct)):
+        for key, gen, n in (("small", generate_small, args.small), ("ct", generate_ct512, args.ct)):
             if key not in need:
                 continue
             d = gen(base / "data" / key, n)

@@ -29,31 +29,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import requests  # noqa: E402
 
-import common  # noqa: E402
-from common import (  # noqa: E402
-    MB,
+from harness.data import DataSet, generate_ct512, generate_multiframe, study_uid_of  # noqa: E402
+from harness.measure import MB, TreeSampler, loadavg_str, machine_info, percentile, rss_bytes, timed_get_stream  # noqa: E402
+from harness.senders import build_stow_bodies, run_stow, stow_files_streaming  # noqa: E402
+from harness.servers import (  # noqa: E402
     DicomgateServer,
     DicomgateUnavailable,
     OrthancServer,
-    TreeSampler,
-    build_stow_bodies,
     dicomgate_check,
     dicomgate_exe,
-    generate_ct512,
-    generate_multiframe,
-    loadavg_str,
-    machine_info,
-    percentile,
+    pg_create_database,
+    pg_drop_database,
     respawn_dicomgate,
-    rss_bytes,
-    run_stow,
-    stow_files_streaming,
-    study_uid_of,
-    timed_get_stream,
 )
 
 TARGETS = ("dicomgate", "orthanc")
-CT_INSTANCE_BYTES = 525_000  # one 512x512 16-bit CT from common.generate_ct512, roughly
+CT_INSTANCE_BYTES = 525_000  # one 512x512 16-bit CT from harness.data.generate_ct512, roughly
 MF_FRAMES = 100  # 512x512x100 16-bit = ~52.4 MB per multi-frame instance
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 QIDO_TARGET_P95_MS = 50.0
@@ -143,7 +134,7 @@ def retrieve_once(session: requests.Session, url: str, headers: dict[str, str], 
     return out
 
 
-def wado_target(target: str, base: Path, ct: common.DataSet, ct_study: str, mf: common.DataSet | None,
+def wado_target(target: str, base: Path, ct: DataSet, ct_study: str, mf: DataSet | None,
                 mf_study: str | None, args: argparse.Namespace, dg_exe: str | None) -> dict[str, Any]:
     res: dict[str, Any] = {"target": target}
     workdir = base / "servers" / f"{target}-wado"
@@ -528,7 +519,7 @@ def qido_part(base: Path, args: argparse.Namespace, dg_exe: str) -> dict[str, An
     url = args.database_url
     if not url:
         dbname = f"dicomgate_bench_{os.getpid()}"
-        url = common.pg_create_database(dbname)
+        url = pg_create_database(dbname)
         log(f"  created throwaway database {dbname}")
     dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
     res["database"] = dsn.rsplit("@", 1)[-1]
@@ -590,7 +581,7 @@ def qido_part(base: Path, args: argparse.Namespace, dg_exe: str) -> dict[str, An
         if services is not None:
             services.close()
         if dbname and not args.keep:
-            common.pg_drop_database(dbname)
+            pg_drop_database(dbname)
             log(f"  dropped database {dbname}")
         elif dbname:
             log(f"  kept database {dbname} (--keep)")
