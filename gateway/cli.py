@@ -15,22 +15,23 @@ from typing import Any, Callable
 
 import click
 
-from consent.providers import ConsentError
-from gateway.identity import consents
-from gateway.identity.accounts import (
-    AccountError,
-    account_view,
-    create_account,
-    create_user,
-    find_user,
-    get_account,
-    list_accounts,
-)
-from gateway.identity.credentials import issue_token
+from consent.decision import Principal
+from consent.errors import ConsentError
+from gateway.archive.erasure import ErasureError, delete_account
+from gateway.errors import ServiceError
+from gateway.identity import grants, users
+from gateway.identity.accounts import AccountError
+from gateway.ops.jobs import run_job
+from gateway.ops.stats import trend_statistics
 from gateway.runtime.services import Services
 from gateway.runtime.settings import SettingsError, load_settings
 
 OPERATOR = "operator:cli"
+
+#: the services' refusals, each shown as one line on stderr with exit code 1 (README: "exit 1"); the
+#: kind (gateway.errors.classify) does not change the code, only a shell script could tell them apart
+REFUSALS: tuple[type[Exception], ...] = (ServiceError, ConsentError, AccountError, ValueError)
+EXIT_CODE = 1
 
 
 class Fail(click.ClickException):
@@ -63,7 +64,9 @@ def common(fn: Callable) -> Callable:
             raise Fail(str(exc)) from None
         try:
             return fn(*args, **kwargs)
-        except (ConsentError, AccountError, ValueError) as exc:
+        except ErasureError as exc:  # carries an HTTP status and its message (gateway.archive.erasure)
+            raise Fail(exc.message) from None
+        except REFUSALS as exc:
             raise Fail(str(exc)) from None
 
     return wrapper
@@ -152,12 +155,8 @@ def account() -> None:
 def account_create(email: str, ae_title: str | None, password_stdin: bool) -> None:
     """Create an account (and its owner, if the user is new)."""
     svc = services()
-    with svc.db.session(write=True) as s:
-        user = find_user(s, email)
-        if user is None:
-            user = create_user(s, email, read_password(password_stdin))
-        acc = create_account(s, user, ae_title, actor=OPERATOR)
-        view = account_view(s, acc, svc.base_url)
+    view = users.create_account(svc.db, email, lambda: read_password(password_stdin), ae_title, actor=OPERATOR,
+                                base_url=svc.base_url)
     emit(view, lambda v: f"account {v['id']} AE {v['ae_title']} owner {v['owner']}\n{v['dicomweb_url']}")
 
 
@@ -165,8 +164,7 @@ def account_create(email: str, ae_title: str | None, password_stdin: bool) -> No
 @common
 def account_list() -> None:
     svc = services()
-    with svc.db.session() as s:
-        views = [account_view(s, a, svc.base_url) for a in list_accounts(s)]
+    views = users.list_accounts(svc.db, svc.base_url)
     emit(views, lambda vs: "\n".join(f"{v['id']}\t{v['ae_title']}\t{v['owner']}" for v in vs) or "no accounts")
 
 
@@ -175,14 +173,7 @@ def account_list() -> None:
 @common
 def account_show(account_id: str) -> None:
     svc = services()
-    with svc.db.session() as s:
-        acc = get_account(s, account_id)
-        if acc is None:
-            raise Fail(f"no account {account_id}")
-        view = account_view(s, acc, svc.base_url)
-        view["links"] = consents.list_links(s, account_id, in_force_only=True)
-        view["shares"] = consents.list_shares(s, account_id, in_force_only=True)
-    emit(view)
+    emit(users.show_account(svc.db, account_id, svc.base_url))
 
 
 @account.command("delete")
@@ -190,14 +181,8 @@ def account_show(account_id: str) -> None:
 @common
 def account_delete(account_id: str) -> None:
     """Delete an account: invisible at once, purged within purge_window."""
-    from consent.decision import Principal
-    from gateway.archive.erasure import ErasureError, delete_account
-
     svc = services(need_store=True)
-    try:
-        erasure = delete_account(svc.db, Principal.operator(label=OPERATOR), account_id)
-    except ErasureError as exc:
-        raise Fail(exc.message) from None
+    erasure = delete_account(svc.db, Principal.operator(label=OPERATOR), account_id)
     view = {"id": account_id, "status": "pending", "receipt": erasure.id,
             "status_url": f"{svc.base_url}/api/v1/erasures/{erasure.id}",
             "requested": erasure.requested_at.isoformat()}
@@ -216,9 +201,7 @@ def user() -> None:
 @common
 def user_create(email: str, password_stdin: bool) -> None:
     svc = services()
-    with svc.db.session(write=True) as s:
-        u = create_user(s, email, read_password(password_stdin))
-        view = {"id": u.id, "email": u.email, "created": u.created_at.isoformat()}
+    view = users.create_user(svc.db, email, read_password(password_stdin))
     emit(view, lambda v: f"user {v['id']} {v['email']}")
 
 
@@ -235,15 +218,10 @@ def token_create(email: str | None, provider_id: str | None) -> None:
     if bool(email) == bool(provider_id):
         raise Fail("give exactly one of --email or --provider")
     svc = services()
-    with svc.db.session(write=True) as s:
-        if provider_id:
-            view = consents.issue_provider_token(s, provider_id)
-        else:
-            u = find_user(s, email or "")
-            if u is None:
-                raise Fail(f"no user with email {email}")
-            tok, row = issue_token(s, user_id=u.id, ttl=svc.settings.token_ttl)
-            view = {"user": u.email, "token": tok, "expires": row.expires_at.isoformat() if row.expires_at else None}
+    if provider_id:
+        view = grants.issue_provider_token(svc.db, provider_id)
+    else:
+        view = users.issue_user_token(svc.db, email or "", svc.settings.token_ttl)
     emit(view, lambda v: v["token"])
 
 
@@ -262,20 +240,15 @@ def provider() -> None:
 @common
 def provider_add(name: str, ae_title: str, networks: tuple[str, ...], host: str | None, port: int | None) -> None:
     svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.add_provider(s, name=name, ae_title=ae_title, networks=list(networks), host=host,
-                                     port=port, actor=OPERATOR)
+    view = grants.add_provider(svc.db, name=name, ae_title=ae_title, networks=list(networks), host=host,
+                               port=port, actor=OPERATOR)
     emit(view, lambda v: f"provider {v['id']} {v['name']} AE {v['ae_title']}\ntoken (shown once): {v['token']}")
 
 
 @provider.command("list")
 @common
 def provider_list() -> None:
-    from consent.providers import list_providers
-
-    svc = services()
-    with svc.db.session() as s:
-        views = [consents.provider_view(p) for p in list_providers(s)]
+    views = grants.list_providers(services().db)
     emit(views, lambda vs: "\n".join(f"{v['id']}\t{v['ae_title']}\t{v['name']}\t{','.join(v['networks']) or 'any'}" for v in vs) or "no providers")
 
 
@@ -284,9 +257,7 @@ def provider_list() -> None:
 @common
 def provider_remove(provider_id: str) -> None:
     """Remove a provider; its links are revoked."""
-    svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.remove_provider(s, provider_id, actor=OPERATOR)
+    view = grants.remove_provider(services().db, provider_id, actor=OPERATOR)
     emit(view, lambda v: f"provider {v['id']} removed")
 
 
@@ -305,10 +276,8 @@ def link() -> None:
 @click.option("--expires", help="ISO-8601 date-time; UTC when no zone is given.")
 @common
 def link_create(account_id: str, provider_id: str, push: bool, pull: bool, sensitive: bool, expires: str | None) -> None:
-    svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.create_link(s, account_id=account_id, provider_id=provider_id, push=push, pull=pull,
-                                    sensitive=sensitive, expires=expires, actor=OPERATOR)
+    view = grants.create_link(services().db, account_id=account_id, provider_id=provider_id, push=push, pull=pull,
+                              sensitive=sensitive, expires=expires, actor=OPERATOR)
     emit(view, lambda v: f"link {v['id']}")
 
 
@@ -316,9 +285,8 @@ def link_create(account_id: str, provider_id: str, push: bool, pull: bool, sensi
 @click.option("--account", "account_id")
 @common
 def link_list(account_id: str | None) -> None:
-    svc = services()
-    with svc.db.session() as s:
-        views = consents.list_links(s, account_id)
+    views = grants.list_links(services().db, account_id)
+
     def line(v: dict) -> str:
         scopes = "+".join(x for x in ("push", "pull") if v[x]) + ("+sensitive" if v["sensitive"] else "")
         state = "in force" if v["in_force"] else "revoked/expired"
@@ -331,9 +299,7 @@ def link_list(account_id: str | None) -> None:
 @click.argument("link_id")
 @common
 def link_revoke(link_id: str) -> None:
-    svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.revoke_link(s, link_id, actor=OPERATOR)
+    view = grants.revoke_link(services().db, link_id, actor=OPERATOR)
     emit(view, lambda v: f"link {v['id']} revoked")
 
 
@@ -351,10 +317,8 @@ def share() -> None:
 @click.option("--expires")
 @common
 def share_grant(account_id: str, email: str, role: str, sensitive: bool, expires: str | None) -> None:
-    svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.grant_share(s, account_id=account_id, email=email, role=role, sensitive=sensitive,
-                                    expires=expires, actor=OPERATOR)
+    view = grants.grant_share(services().db, account_id=account_id, email=email, role=role, sensitive=sensitive,
+                              expires=expires, actor=OPERATOR)
     emit(view, lambda v: f"share {v['id']}")
 
 
@@ -362,9 +326,7 @@ def share_grant(account_id: str, email: str, role: str, sensitive: bool, expires
 @click.option("--account", "account_id", required=True)
 @common
 def share_list(account_id: str) -> None:
-    svc = services()
-    with svc.db.session() as s:
-        views = consents.list_shares(s, account_id)
+    views = grants.list_shares(services().db, account_id)
     emit(views, lambda vs: "\n".join(f"{v['id']}\t{v['email']}\t{v['role']}" for v in vs) or "no shares")
 
 
@@ -372,9 +334,7 @@ def share_list(account_id: str) -> None:
 @click.argument("share_id")
 @common
 def share_revoke(share_id: str) -> None:
-    svc = services()
-    with svc.db.session(write=True) as s:
-        view = consents.revoke_share(s, share_id, actor=OPERATOR)
+    view = grants.revoke_share(services().db, share_id, actor=OPERATOR)
     emit(view, lambda v: f"share {v['id']} revoked")
 
 
@@ -390,8 +350,6 @@ def jobs() -> None:
 @common
 def jobs_run(name: str, repair: bool) -> None:
     """Run one job now."""
-    from gateway.ops.jobs import run_job
-
     svc = services(need_store=True)
     result = run_job(svc, name, repair=repair)
     emit(result)
@@ -406,8 +364,6 @@ def stats() -> None:
 @common
 def stats_trends() -> None:
     """Studies by month x modality x sex x age band; cells under k suppressed."""
-    from gateway.ops.stats import trend_statistics
-
     svc = services()
     emit(trend_statistics(svc.db, k=svc.settings.stats_k))
 

@@ -12,19 +12,17 @@ from typing import Any
 from flask import Blueprint, Response, current_app, json, request, url_for
 
 from consent.decision import Action, Principal
-from consent.providers import ConsentError, list_providers
-from gateway.ops import audit
-from gateway.identity import consents
-from gateway.identity.accounts import AccountError, account_view, get_account
-from gateway.identity.credentials import issue_token
-from gateway.db.models import Account
-from gateway.archive.erasure import ErasureError, delete_account, delete_study, receipt
-from gateway.archive.access import require
-from gateway.numbers import NumberError, parse_int
-from gateway.http.auth import HttpError, principal_from_request, service_errors, sign_in
+from gateway.archive.erasure import delete_account, delete_study, receipt
+from gateway.http.auth import principal_from_request, service_errors, sign_in
+from gateway.http.errors import REFUSALS, HttpError, http_error
 from gateway.http.openapi import api_route, document
-from gateway.runtime.services import Services
 from gateway.http.urls import base_url
+from gateway.identity import grants, holder
+from gateway.identity.holder import OpenedAccount
+from gateway.identity.sign_in import issue_user_token
+from gateway.numbers import NumberError, parse_int
+from gateway.ops.stats import trend_statistics
+from gateway.runtime.services import Services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_JSON = 64 << 10
@@ -84,14 +82,12 @@ def _principal() -> Principal:
 
 
 def _require(principal: Principal, account_id: str, action: Action, *, owner_only: bool = False,
-             operator_ok: bool = False) -> Account:
-    svc = _svc()
-    with service_errors(account_id), svc.db.session() as s:
-        require(s, principal, action, account_id)
-        account = get_account(s, account_id)
+             operator_ok: bool = False) -> OpenedAccount:
+    with service_errors(account_id):
+        account = holder.open_account(_svc().db, principal, action, account_id, base_url())
     if principal.kind == "operator" and not operator_ok:
         raise HttpError(403, "not allowed: this is for the account holder")
-    if owner_only and principal.kind == "user" and principal.id != account.owner_id:
+    if owner_only and principal.kind == "user" and not account.owned_by(principal):
         raise HttpError(403, "not allowed: only the owner can do this")
     return account
 
@@ -107,13 +103,15 @@ def _require_user(principal: Principal) -> None:
 
 
 def _errors(fn):  # type: ignore[no-untyped-def]
+    """The services' refusals as HTTP answers, by class (gateway.http.errors.STATUS)."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConsentError, AccountError) as exc:
-            raise HttpError(404 if str(exc).startswith("no ") else 400, str(exc)) from None
-        except ErasureError as exc:
-            raise HttpError(exc.status, exc.message) from None
+        except REFUSALS as exc:
+            mapped = http_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -128,22 +126,18 @@ def token() -> Response:
     svc = _svc()
     data = _body(_EMAIL_PW)
     principal = sign_in(svc, data["email"], data["password"], request.remote_addr)
-    with svc.db.session(write=True) as s:
-        tok, row = issue_token(s, user_id=principal.id, ttl=svc.settings.token_ttl)
-    return _json({"token": tok, "expires": row.expires_at.isoformat() if row.expires_at else None})
+    tok, expires = issue_user_token(svc.db, principal.id, svc.settings.token_ttl)
+    return _json({"token": tok, "expires": expires.isoformat() if expires else None})
 
 
 # ---------------------------------------------------------------- accounts
 @api_route(bp, "/accounts", "GET", summary="Accounts the caller owns or holds a share on", who="a user",
            responses={200: "list of accounts", 401: "no credentials"})
 def accounts() -> Response:
-    from gateway.identity.accounts import my_accounts
-
     principal = _principal()
     if principal.kind != "user":
         raise HttpError(403, "not allowed: sign in as a user")
-    with _svc().db.session() as s:
-        return _json(my_accounts(s, principal, base_url()))
+    return _json(holder.my_accounts(_svc().db, principal, base_url()))
 
 
 @api_route(bp, "/accounts/<account_id>/access", "GET", summary="Everyone who can reach the account",
@@ -152,14 +146,11 @@ def accounts() -> Response:
 def access(account_id: str) -> Response:
     principal = _principal()
     account = _require(principal, account_id, Action.MANAGE, owner_only=True)
-    svc = _svc()
-    with svc.db.session() as s:
-        view = account_view(s, account, base_url())
-        shares = [{k: v[k] for k in ("id", "email", "role", "sensitive", "expires")}
-                  for v in consents.list_shares(s, account_id, in_force_only=True)]
-        links = [{k: v[k] for k in ("id", "provider", "provider_id", "push", "pull", "sensitive", "expires")}
-                 for v in consents.list_links(s, account_id, in_force_only=True)]
-    return _json({"owner": {"email": view["owner"], "role": "owner"}, "shares": shares, "links": links})
+    in_force_shares, in_force_links = holder.access_lists(_svc().db, account_id)
+    shares = [{k: v[k] for k in ("id", "email", "role", "sensitive", "expires")} for v in in_force_shares]
+    links = [{k: v[k] for k in ("id", "provider", "provider_id", "push", "pull", "sensitive", "expires")}
+             for v in in_force_links]
+    return _json({"owner": {"email": account.view["owner"], "role": "owner"}, "shares": shares, "links": links})
 
 
 @api_route(bp, "/accounts/<account_id>/shares", "POST", summary="Share the account with another user",
@@ -169,11 +160,9 @@ def share_grant(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, owner_only=True)
     data = _body(_SHARE)
-    svc = _svc()
-    with svc.db.session(write=True) as s:
-        view = consents.grant_share(s, account_id=account_id, email=data["email"], role=data["role"],
-                                    sensitive=bool(data.get("sensitive")), expires=data.get("expires"),
-                                    actor=principal.label, source=principal.source)
+    view = grants.grant_share(_svc().db, account_id=account_id, email=data["email"], role=data["role"],
+                              sensitive=bool(data.get("sensitive")), expires=data.get("expires"),
+                              actor=principal.label, source=principal.source)
     return _json(view, 201)
 
 
@@ -183,9 +172,7 @@ def share_grant(account_id: str) -> Response:
 def share_revoke(account_id: str, share_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, owner_only=True)
-    svc = _svc()
-    with svc.db.session(write=True) as s:
-        consents.revoke_share(s, share_id, actor=principal.label, account_id=account_id, source=principal.source)
+    grants.revoke_share(_svc().db, share_id, actor=principal.label, account_id=account_id, source=principal.source)
     return Response(status=204)
 
 
@@ -196,12 +183,10 @@ def link_create(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, owner_only=True, operator_ok=True)
     data = _body(_LINK)
-    svc = _svc()
-    with svc.db.session(write=True) as s:
-        view = consents.create_link(s, account_id=account_id, provider_id=data["provider"],
-                                    push=bool(data.get("push")), pull=bool(data.get("pull")),
-                                    sensitive=bool(data.get("sensitive")), expires=data.get("expires"),
-                                    actor=principal.label, source=principal.source)
+    view = grants.create_link(_svc().db, account_id=account_id, provider_id=data["provider"],
+                              push=bool(data.get("push")), pull=bool(data.get("pull")),
+                              sensitive=bool(data.get("sensitive")), expires=data.get("expires"),
+                              actor=principal.label, source=principal.source)
     return _json(view, 201)
 
 
@@ -211,9 +196,7 @@ def link_create(account_id: str) -> Response:
 def link_revoke(account_id: str, link_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, owner_only=True, operator_ok=True)
-    svc = _svc()
-    with svc.db.session(write=True) as s:
-        consents.revoke_link(s, link_id, actor=principal.label, account_id=account_id, source=principal.source)
+    grants.revoke_link(_svc().db, link_id, actor=principal.label, account_id=account_id, source=principal.source)
     return Response(status=204)
 
 
@@ -228,24 +211,18 @@ def audit_trail(account_id: str) -> Response:
         before = parse_int(request.args.get("before"), "before", minimum=1)
     except NumberError as exc:
         raise HttpError(400, str(exc)) from None
-    svc = _svc()
-    with svc.db.session() as s:
-        entries = audit.entries(s, account_id, limit=limit or 200, before_id=before)
-    return _json(entries)
+    return _json(holder.audit_entries(_svc().db, account_id, limit=limit or 200, before_id=before))
 
 
 @api_route(bp, "/accounts/<account_id>/studies", "GET", summary="Studies of the account the caller may see",
            who="owner, share holder", responses={200: "studies", 404: "no such account"})
 @_errors
 def studies(account_id: str) -> Response:
-    from gateway.archive.query import visible_studies
-
     principal = _principal()
     _require(principal, account_id, Action.READ)
     if principal.kind != "user":
         raise HttpError(403, "not allowed: the studies list is for the owner and share holders (use QIDO-RS)")
-    with _svc().db.session() as s:
-        return _json(visible_studies(s, principal, account_id))
+    return _json(holder.visible_studies(_svc().db, principal, account_id))
 
 
 @api_route(bp, "/accounts/<account_id>/studies/<study>", "DELETE",
@@ -288,8 +265,6 @@ def erasure_status(receipt_id: str) -> Response:
 @api_route(bp, "/stats/trends", "GET", summary="Aggregate trend statistics (no identifiers, k-suppressed)",
            who="anyone signed in", responses={200: "{k, cells, suppressed_cells}"})
 def trends() -> Response:
-    from gateway.ops.stats import trend_statistics
-
     principal = _principal()
     _require_user(principal)
     svc = _svc()
@@ -301,8 +276,7 @@ def trends() -> Response:
            responses={200: "providers", 403: "not the operator"})
 def providers() -> Response:
     _require_operator(_principal())
-    with _svc().db.session() as s:
-        return _json([consents.provider_view(p) for p in list_providers(s)])
+    return _json(grants.list_providers(_svc().db))
 
 
 @api_route(bp, "/providers", "POST", summary="Register a provider (its token is shown once)", who="operator",
@@ -312,10 +286,9 @@ def provider_add() -> Response:
     principal = _principal()
     _require_operator(principal)
     data = _body(_PROVIDER)
-    with _svc().db.session(write=True) as s:
-        view = consents.add_provider(s, name=data["name"], ae_title=data["ae_title"],
-                                     networks=list(data.get("networks") or []), host=data.get("host"),
-                                     port=data.get("port"), actor=principal.label)
+    view = grants.add_provider(_svc().db, name=data["name"], ae_title=data["ae_title"],
+                               networks=list(data.get("networks") or []), host=data.get("host"),
+                               port=data.get("port"), actor=principal.label)
     return _json(view, 201)
 
 
@@ -325,8 +298,7 @@ def provider_add() -> Response:
 def provider_remove(provider_id: str) -> Response:
     principal = _principal()
     _require_operator(principal)
-    with _svc().db.session(write=True) as s:
-        consents.remove_provider(s, provider_id, actor=principal.label)
+    grants.remove_provider(_svc().db, provider_id, actor=principal.label)
     return Response(status=204)
 
 
@@ -334,8 +306,7 @@ def provider_remove(provider_id: str) -> Response:
            responses={200: "links"})
 def links() -> Response:
     _require_operator(_principal())
-    with _svc().db.session() as s:
-        return _json(consents.list_links(s, request.args.get("account")))
+    return _json(grants.list_links(_svc().db, request.args.get("account")))
 
 
 @bp.get("/openapi.json")

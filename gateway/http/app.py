@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
-from flask import Flask, Response, json
-from sqlalchemy import text
+from flask import Flask, Response, g, json, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.http.auth import HttpError
+from dicomweb.qido import bp as qido_bp
+from dicomweb.stow import bp as stow_bp
+from dicomweb.wado import bp as wado_bp
+from gateway.http.api import bp as api_bp
+from gateway.http.errors import HttpError
+from gateway.http.pages import bp as web_bp
+from gateway.ops.health import health
+from gateway.ops.metrics import HTTP, HTTP_SECONDS, exposition
+from gateway.ops.usage import record_usage
 from gateway.runtime.services import Services
 
 log = logging.getLogger(__name__)
@@ -25,13 +33,6 @@ def error_response(status: int, message: str, headers: dict[str, str | list[str]
 
 def _instrument(app: Flask, services: Services) -> None:
     """Metrics for every request; a usage event for every request that names an account."""
-    import time
-
-    from flask import g, request
-
-    from gateway.ops.metrics import HTTP, HTTP_SECONDS
-    from gateway.ops.usage import record_usage
-
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
@@ -56,8 +57,6 @@ def _cors(app: Flask, origins: list[str]) -> None:
     """CORS for the listed origins: preflights answered, ``Access-Control-Allow-Origin`` and
     ``Vary: Origin`` on every answer there, errors included. Credentials travel in the
     Authorization header (no cookies), so no ``Allow-Credentials``."""
-    from flask import request
-
     allowed = set(origins)
 
     @app.before_request
@@ -85,12 +84,6 @@ def _cors(app: Flask, origins: list[str]) -> None:
 
 
 def create_app(services: Services) -> Flask:
-    from dicomweb.qido import bp as qido_bp
-    from gateway.http.api import bp as api_bp
-    from gateway.http.pages import bp as web_bp
-    from dicomweb.stow import bp as stow_bp
-    from dicomweb.wado import bp as wado_bp
-
     app = Flask("dicomgate")
     app.config["services"] = services
     app.config["MAX_CONTENT_LENGTH"] = None  # limits are enforced per route (STOW: max_stow_bytes)
@@ -105,24 +98,11 @@ def create_app(services: Services) -> Flask:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        from gateway.ops.metrics import exposition
-
         return Response(exposition(), mimetype="text/plain; version=0.0.4")
 
     @app.get("/healthz")
     def healthz() -> Response:
-        checks = {}
-        try:
-            with services.db.session() as s:
-                s.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:  # pragma: no cover - reported, not raised
-            checks["database"] = f"error: {exc}"
-        try:
-            services.store.exists("healthz/probe")
-            checks["object_store"] = "ok"
-        except Exception as exc:  # pragma: no cover
-            checks["object_store"] = f"error: {exc}"
+        checks = health(services.db, services.store)
         ok = all(v == "ok" for v in checks.values())
         return Response(json.dumps({"status": "ok" if ok else "degraded", **checks}),
                         status=200 if ok else 503, mimetype="application/json")

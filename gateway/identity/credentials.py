@@ -182,6 +182,16 @@ def session_row(session: Session, token: str, operator_token: str | None) -> Api
     return row
 
 
+def revoke_session(session: Session, token: str, operator_token: str | None) -> bool:
+    """End the page session ``token`` names (a user's, or the operator's); a provider token is not a
+    page session and stays. True when a session was ended."""
+    row = session_row(session, token, operator_token)
+    if row is None or row.provider_id is not None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
+
+
 @dataclass(frozen=True)
 class Credentials:
     scheme: str  # "bearer" | "basic"
