@@ -10,7 +10,8 @@ from pydicom.filereader import read_preamble, _read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from gateway.dicom.part10 import IMPLEMENTATION_VERSION, part10_header
+from gateway.dicom.part10 import IMPLEMENTATION_VERSION, parse_instance, part10_header
+from tests.support.data import sample_file
 
 
 def pydicom_header(sop_class: str, sop: str, ts: str, ae: str | None) -> bytes:
@@ -56,9 +57,6 @@ def test_invalid_uid_is_refused(bad):
 def test_parse_hands_the_sensitivity_walk_the_bytes_it_parsed(name, inflated):
     """The walk reads deferred values back from ``source``: the file itself, or for a deflated
     file the data set the parse inflated (positions are positions in those bytes)."""
-    from gateway.dicom.part10 import parse_instance
-    from tests.support.data import sample_file
-
     data = sample_file(name).read_bytes()
     fp = io.BytesIO(data)
     header = parse_instance(fp, len(data), meta_must_match=False)

@@ -14,8 +14,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from gateway.dicom.frames import FrameOutOfRange
-from gateway.dicom.render import RenderError, render, thumbnail
+from gateway.dicom.frame_errors import FrameOutOfRange, FrameTooLarge
+from gateway.dicom import render as render_module
+from gateway.dicom.render import RenderError, _subsample, render, thumbnail
 
 GRAYSCALE = ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
              "MR_small_jp2klossless.dcm", "JPEG2000.dcm", "JPGExtended.dcm", "MR_small_bigendian.dcm",
@@ -313,8 +314,6 @@ def _big_ct(side: int) -> bytes:
 
 
 def test_more_than_max_pixels_is_refused_before_decoding():
-    from gateway.dicom.frames import FrameTooLarge
-
     data = _big_ct(512)
     with pytest.raises(FrameTooLarge, match=r"512 x 512 needs 262,144 pixels, more than the 100,000"):
         render(data, max_pixels=100_000)
@@ -342,7 +341,6 @@ def test_working_memory_is_a_few_bytes_per_pixel(window):
 
 def test_strips_give_the_same_image(monkeypatch):
     """The LUT / window run strip by strip; the strip size must not change a pixel."""
-    import gateway.dicom.render as render_module
 
     for name, kwargs in (("CT_small.dcm", {}), ("CT_small.dcm", {"window": (0.0, 300.0, "LINEAR_EXACT")}),
                          ("MR_small.dcm", {}), ("examples_palette.dcm", {}), ("examples_ybr_color.dcm", {})):
@@ -355,8 +353,6 @@ def test_strips_give_the_same_image(monkeypatch):
 
 def test_small_viewport_subsamples_before_the_luts():
     """A viewport over 4x smaller: every k-th stored value (a view, no copy) goes through the LUTs."""
-    from gateway.dicom.render import _subsample
-
     arr = np.arange(2048 * 1024, dtype=np.int16).reshape(1024, 2048)
     small = _subsample(arr, (64, 64))  # scale 1/32: k = 16, 128 x 64 kept for the final Lanczos
     assert small.shape == (64, 128) and np.shares_memory(small, arr)
@@ -399,8 +395,6 @@ def _large_compressed(ts: str, side: int, bits: int = 8, spp: int = 1) -> tuple[
                                            ("1.2.840.10008.1.2.4.50", 8, 3)])
 def test_over_max_pixels_with_a_viewport_decodes_a_reduced_resolution(ts, bits, spp):
     """JPEG 2000 resolution levels / JPEG DCT scaling: the thumbnail of a too-large image still comes."""
-    from gateway.dicom.frames import FrameTooLarge
-
     data, arr = _large_compressed(ts, 1024, bits, spp)
     full = _pixels(render(data, media_type="image/png", viewport=(128, 128)))
     with pytest.raises(FrameTooLarge):
