@@ -4,7 +4,7 @@ pynetdicom reads a PDU by trusting its length field: a peer that has not
 even finished its A-ASSOCIATE-RQ can announce 0xFFFFFFFF bytes and have
 them buffered in memory, and a peer that sends a 6-byte header and nothing
 more holds the reading thread (and a connection slot) until it hangs up.
-:func:`read_pdu` is what :class:`scp.reactor.EventDUL` reads with instead:
+:func:`read_pdu` is what :class:`scp.compat.EventDUL` reads with instead:
 
 * the length field is checked against a bound *before* anything more is
   read: the A-ASSOCIATE-RQ bound while the association is being requested

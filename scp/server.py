@@ -1,17 +1,15 @@
 """The DIMSE SCP: a pynetdicom AE whose association policy asks the gateway.
 
-pynetdicom has no hook that can reject an association from code, so the
-acceptor's ACSE is swapped for one that consults :func:`decide_association`
-first, and its two polling loops are made event-driven (:mod:`scp.reactor`);
-everything else is stock pynetdicom. Accepted sockets get TCP_NODELAY
-(small instances otherwise wait ~40 ms each on delayed ACKs). Handlers: C-ECHO
-and C-STORE in :mod:`scp.handlers`, C-FIND / C-GET / C-MOVE in
+What it supports (contexts, transfer syntaxes, timeouts, TLS) and the
+association policy (:func:`_admit`) are here; every change to pynetdicom's
+own behaviour (the policy hook, event-driven loops, TLS handshake off the
+accept loop, the shared listening socket) is in :mod:`scp.compat`. Handlers:
+C-ECHO and C-STORE in :mod:`scp.handlers`, C-FIND / C-GET / C-MOVE in
 :mod:`scp.query_retrieve`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import socket
 import ssl
@@ -19,7 +17,6 @@ import threading
 import time
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.acse import ACSE
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -30,7 +27,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -50,11 +47,18 @@ from pydicom.uid import (
 from gateway.ops.metrics import REFUSALS
 from gateway.runtime.services import Services
 from scp.admission import AdmissionGate
+from scp.compat import (
+    DeferredContexts,
+    GatedACSE,
+    adopting_server,
+    deferred_handshake,
+    request_handler,
+    serve_in_thread,
+)
 from scp.handlers import handle_echo, handle_store
 from scp.pdu import PduLimits
 from scp.policy import REJECTED_PERMANENT, SOURCE_SERVICE_USER, decide_association
 from scp.query_retrieve import handle_find, handle_get, handle_move
-from scp.reactor import make_event_driven
 
 log = logging.getLogger(__name__)
 
@@ -96,138 +100,37 @@ LOCAL_LIMIT_EXCEEDED = 0x02
 NO_REASON_GIVEN = 0x01
 
 
-class PolicyACSE(ACSE):
-    def __init__(self, assoc, services: Services, gate: AdmissionGate) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(assoc)
-        self._services = services
-        self._gate = gate
+def _admit(services: Services, gate: AdmissionGate):  # type: ignore[no-untyped-def]
+    """The association policy at A-ASSOCIATE-RQ, in this order: at most
+    :data:`MAX_PRESENTATION_CONTEXTS` contexts, a free association slot
+    (``gate``), then :func:`decide_association` (consent)."""
 
-    def _contexts_for(self, proposed: set[str]) -> list:
-        server = self.assoc._server
-        return [copy.deepcopy(cx) for cx in server.contexts.template if cx.abstract_syntax in proposed]
-
-    def _refuse(self, result: int, source: int, diagnostic: int) -> None:
-        self.send_reject(result, source, diagnostic)
-        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-        self.assoc.kill()
-
-    def _negotiate_as_acceptor(self) -> None:
-        rq = self.requestor.primitive
-        address = self.assoc.requestor.address
+    def admit(acse: GatedACSE) -> bool:
+        rq = acse.requestor.primitive
+        address = acse.assoc.requestor.address
         contexts = len(rq.presentation_context_definition_list or [])
         if contexts > MAX_PRESENTATION_CONTEXTS:
             REFUSALS.labels("dimse_too_many_contexts").inc()
             log.warning("association from %s rejected: %d presentation contexts (PS3.8 allows %d)",
                         address, contexts, MAX_PRESENTATION_CONTEXTS)
-            self._refuse(REJECTED_PERMANENT, SOURCE_SERVICE_USER, NO_REASON_GIVEN)
-            return
-        if not self._gate.requested(self.assoc):
+            acse.refuse(REJECTED_PERMANENT, SOURCE_SERVICE_USER, NO_REASON_GIVEN)
+            return False
+        if not gate.requested(acse.assoc):
             REFUSALS.labels("dimse_association_limit").inc()
             log.warning("association from %s rejected: every association slot is in use", address)
-            self._refuse(REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
-            return
-        verdict = decide_association(self._services.db, rq.calling_ae_title, rq.called_ae_title, address)
-        if verdict.accepted:
-            proposed = {cx.abstract_syntax for cx in rq.presentation_context_definition_list}
-            self.assoc.acceptor.supported_contexts = self._contexts_for(proposed)
+            acse.refuse(REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
+            return False
+        verdict = decide_association(services.db, rq.calling_ae_title, rq.called_ae_title, address)
         if not verdict.accepted:
             log.info("association from %s %r to %r rejected: %s", address, rq.calling_ae_title,
                      rq.called_ae_title, verdict.reason)
-            self._refuse(REJECTED_PERMANENT, SOURCE_SERVICE_USER, verdict.diagnostic)
-            return
-        self.assoc.dicomgate = verdict  # read by the DIMSE handlers
-        super()._negotiate_as_acceptor()
+            acse.refuse(REJECTED_PERMANENT, SOURCE_SERVICE_USER, verdict.diagnostic)
+            return False
+        acse.accept_only({cx.abstract_syntax for cx in rq.presentation_context_definition_list})
+        acse.assoc.dicomgate = verdict  # read by the DIMSE handlers
+        return True
 
-
-class DeferredContexts(list):
-    """The server's supported contexts, copied per association only once the peer is accepted.
-
-    pynetdicom deep-copies all of them (177 here, ~60 ms of CPU) for every
-    TCP connection, before a byte is read: a CPU lever for anyone who can
-    connect. ``deepcopy`` of this list gives an empty one; :class:`PolicyACSE`
-    copies only the contexts the accepted requestor proposed.
-    """
-
-    def __init__(self, template: list) -> None:
-        super().__init__()
-        self.template = list(template)
-
-    def __deepcopy__(self, memo: dict) -> list:
-        return []
-
-
-class HandshakeFailed(Exception):
-    """A TLS connection that did not complete its handshake within ARTIM (already closed)."""
-
-
-def _tls_deferred(base: type[ThreadedAssociationServer]) -> type[ThreadedAssociationServer]:
-    """``base`` with the TLS handshake moved out of the accept loop.
-
-    pynetdicom 3.0.4 ``AssociationServer.get_request`` wraps an accepted socket
-    with a blocking server-side handshake in the one thread that accepts: a
-    single peer that connects and stays silent stopped every new association.
-    Here the socket is wrapped without the handshake, which the connection's
-    own thread does under the ARTIM timeout (PolicyRequestHandler).
-    """
-
-    class DeferredHandshakeServer(base):  # type: ignore[misc, valid-type]
-        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-            client_socket, address = self.socket.accept()
-            if self.ssl_context:
-                client_socket = self.ssl_context.wrap_socket(client_socket, server_side=True,
-                                                             do_handshake_on_connect=False)
-            return client_socket, address
-
-    return DeferredHandshakeServer
-
-
-def _make_handler(services: Services, gate: AdmissionGate):  # type: ignore[no-untyped-def]
-    s = services.settings
-    limits = PduLimits(max_associate_rq=s.max_associate_rq_bytes, max_pdata=s.max_pdu_size)
-
-    class PolicyRequestHandler(RequestHandler):
-        def handle(self) -> None:
-            # pynetdicom 3.0.4 RequestHandler.handle, for a connection whose TLS handshake failed
-            try:
-                assoc = self._create_association()
-            except HandshakeFailed:
-                return
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            assoc.start()
-
-        def _create_association(self):  # type: ignore[no-untyped-def]
-            raw = self.request
-            sock = raw if isinstance(raw, socket.socket) else None
-            try:
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            assoc = make_event_driven(super()._create_association(), gate, limits)
-            assoc.acse = PolicyACSE(assoc, services, gate)
-
-            def close() -> None:  # wakes the DUL's read: it sees the end of the connection
-                try:
-                    if sock is not None:
-                        sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            gate.arrived(assoc, str(self.client_address[0]), close)
-            if isinstance(raw, ssl.SSLSocket):  # the handshake counts against ARTIM, in this thread
-                try:
-                    raw.settimeout(s.association_request_timeout)
-                    raw.do_handshake()
-                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                    REFUSALS.labels("dimse_tls_handshake").inc()
-                    log.info("TLS handshake with %s failed: %s", self.client_address[0], exc)
-                    gate.left(assoc)
-                    close()
-                    raw.close()
-                    raise HandshakeFailed from None
-            return assoc
-
-    return PolicyRequestHandler
+    return admit
 
 
 def build_ae(services: Services) -> AE:
@@ -273,24 +176,6 @@ def tls_context(settings) -> ssl.SSLContext | None:  # type: ignore[no-untyped-d
     return ctx
 
 
-def _adopting_server(listener: socket.socket) -> type[ThreadedAssociationServer]:
-    """A server class that serves on an already listening (shared) socket instead of binding."""
-
-    class AdoptingAssociationServer(ThreadedAssociationServer):
-        def server_bind(self) -> None:
-            self.socket.close()
-            self.socket = listener  # non-blocking: see gateway.runtime.processes.bind_listener
-            self.server_address = listener.getsockname()
-
-        def server_activate(self) -> None:
-            pass  # listening already
-
-        def server_close(self) -> None:
-            self.socket.close()  # never shutdown(): that would stop the other workers' listener too
-
-    return AdoptingAssociationServer
-
-
 class DimseServer:
     """The running SCP: ``start()`` binds and serves in a thread, ``stop()`` closes.
 
@@ -317,17 +202,17 @@ class DimseServer:
             (evt.EVT_C_GET, handle_get, [self.services]),
             (evt.EVT_C_MOVE, handle_move, [self.services]),
         ]
+        limits = PduLimits(max_associate_rq=s.max_associate_rq_bytes, max_pdata=s.max_pdu_size)
         self.server = self.ae.make_server(
             (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),
-            server_class=_tls_deferred(ThreadedAssociationServer if self.listener is None
-                                       else _adopting_server(self.listener)),
-            request_handler=_make_handler(self.services, self.gate),
+            server_class=deferred_handshake(ThreadedAssociationServer if self.listener is None
+                                            else adopting_server(self.listener)),
+            request_handler=request_handler(_admit(self.services, self.gate), self.gate, limits,
+                                            handshake_timeout=s.association_request_timeout),
         )
         self.server.daemon_threads = True
         self.server.contexts = DeferredContexts(self.server.contexts)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="dimse-acceptor", daemon=True)
-        self._thread.start()
-        self.ae._servers.append(self.server)
+        self._thread = serve_in_thread(self.ae, self.server)
         return self.server.server_address[1]
 
     def stop(self, timeout: float = 30.0) -> None:
