@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pydicom
@@ -35,6 +36,33 @@ def _save(ds: pydicom.Dataset, path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+def _write(outdir: Path, pattern: str, n: int, per_series: int, series_per_study: int | None,
+           dataset_for: Callable[[int, int], pydicom.Dataset]) -> tuple[list[Path], int, int, int]:
+    """Write N instances, each with a fresh SOP Instance UID, `per_series` to a series and
+    `series_per_study` series to a study (None: all in one study), one file at a time.
+
+    `dataset_for(i, series_number)` gives the data set to stamp and save as instance i.
+    Returns (files, total bytes, studies, series)."""
+    files: list[Path] = []
+    total = 0
+    study = series = ""
+    n_series = n_studies = 0
+    for i in range(n):
+        if i % per_series == 0:
+            if n_studies == 0 or (series_per_study is not None and n_series % series_per_study == 0):
+                study = generate_uid()
+                n_studies += 1
+            series = generate_uid()
+            n_series += 1
+        ds = dataset_for(i, n_series)
+        _restamp(ds, study, series, n_series, i % per_series + 1)
+        p = outdir / pattern.format(i)
+        _save(ds, p)
+        total += p.stat().st_size
+        files.append(p)
+    return files, total, n_studies, n_series
+
+
 @dataclass
 class DataSet:
     """A generated set of DICOM files on disk (plus bookkeeping)."""
@@ -62,23 +90,8 @@ def generate_small(outdir: Path, n: int, per_series: int = 100, series_per_study
     for t in templates:
         t.PatientID = "BENCH-SMALL"
         t.PatientName = "Bench^Small"
-    files: list[Path] = []
-    total = 0
-    study = series = None
-    n_series = n_studies = 0
-    for i in range(n):
-        if i % per_series == 0:
-            if n_series % series_per_study == 0:
-                study = generate_uid()
-                n_studies += 1
-            series = generate_uid()
-            n_series += 1
-        ds = templates[(n_series - 1) % 2]
-        _restamp(ds, study, series, n_series, i % per_series + 1)
-        p = outdir / f"small_{i:06d}.dcm"
-        _save(ds, p)
-        total += p.stat().st_size
-        files.append(p)
+    files, total, n_studies, n_series = _write(
+        outdir, "small_{:06d}.dcm", n, per_series, series_per_study, lambda i, n_series: templates[(n_series - 1) % 2])
     return DataSet("small", files, total, sorted({str(t.SOPClassUID) for t in templates}), n_studies, n_series)
 
 
@@ -96,23 +109,12 @@ def generate_ct512(outdir: Path, n: int, per_series: int = 100, series_per_study
         ds.PixelSpacing = [float(x) / 4 for x in ds.PixelSpacing]
     ds.PatientID = "BENCH-CT"
     ds.PatientName = "Bench^CT"
-    files: list[Path] = []
-    total = 0
-    study = series = None
-    n_series = n_studies = 0
-    for i in range(n):
-        if i % per_series == 0:
-            if n_series % series_per_study == 0:
-                study = generate_uid()
-                n_studies += 1
-            series = generate_uid()
-            n_series += 1
-        _restamp(ds, study, series, n_series, i % per_series + 1)
+
+    def positioned(i: int, n_series: int) -> pydicom.Dataset:
         ds.ImagePositionPatient = [0.0, 0.0, float(i % per_series)]
-        p = outdir / f"ct512_{i:06d}.dcm"
-        _save(ds, p)
-        total += p.stat().st_size
-        files.append(p)
+        return ds
+
+    files, total, n_studies, n_series = _write(outdir, "ct512_{:06d}.dcm", n, per_series, series_per_study, positioned)
     return DataSet("ct512", files, total, [str(ds.SOPClassUID)], n_studies, n_series)
 
 
@@ -145,20 +147,7 @@ def generate_multiframe(outdir: Path, n: int, frames: int = 100, size: int = 512
     del stack
     ds.PatientID = "BENCH-MF"
     ds.PatientName = "Bench^Multiframe"
-    study = generate_uid()
-    files: list[Path] = []
-    total = 0
-    series = None
-    n_series = 0
-    for i in range(n):
-        if i % per_series == 0:
-            series = generate_uid()
-            n_series += 1
-        _restamp(ds, study, series, n_series, i % per_series + 1)
-        p = outdir / f"mf_{i:05d}.dcm"
-        _save(ds, p)
-        total += p.stat().st_size
-        files.append(p)
+    files, total, _, n_series = _write(outdir, "mf_{:05d}.dcm", n, per_series, None, lambda i, n_series: ds)
     return DataSet("multiframe", files, total, [MF_GRAYSCALE_WORD_SC], 1, n_series)
 
 

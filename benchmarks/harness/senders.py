@@ -31,6 +31,21 @@ def split(items: Sequence[Any], k: int) -> list[list[Any]]:
     return [c for c in out if c]
 
 
+def _run_together(threads: Sequence[threading.Thread], start: threading.Event) -> tuple[float, float]:
+    """Start the threads, let them all reach `start.wait()`, release them at once and wait for all.
+
+    Returns (wall_s, client_cpu_s), both from the release to the last thread's end."""
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    start.set()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
 def make_ae(sop_classes: Iterable[str], ae_title: str = SENDER_AET):
     """A pynetdicom AE proposing, for every SOP class, one context with
     Explicit VR Little Endian and one with Implicit VR Little Endian (separate
@@ -148,16 +163,8 @@ def run_cstore(items: Sequence[Any], sop_classes: Sequence[str], port: int, call
                          name=f"cstore-{i}")
         for i, chunk in enumerate(split(items, n_assoc))
     ]
-    for t in threads:
-        t.start()
-    time.sleep(0.05)
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    start.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return wall, lats, counts["ok"], counts["fail"], errs, time.process_time() - cpu0
+    wall, cpu = _run_together(threads, start)
+    return wall, lats, counts["ok"], counts["fail"], errs, cpu
 
 
 def run_cstore_storescu(files: Sequence[str], port: int, called_aet: str,
@@ -290,16 +297,8 @@ def run_stow(bodies: Sequence[tuple[bytes, str, int]], url: str, headers: dict[s
             counts["fail"] += fail
 
     threads = [threading.Thread(target=worker, name=f"stow-{i}") for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    time.sleep(0.05)
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    start.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return wall, lats, per_inst, counts["ok"], counts["fail"], errs, time.process_time() - cpu0
+    wall, cpu = _run_together(threads, start)
+    return wall, lats, per_inst, counts["ok"], counts["fail"], errs, cpu
 
 
 class StreamingMultipartBody:

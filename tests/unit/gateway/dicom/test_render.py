@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import io
 import time
-import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from gateway.dicom.frame_errors import FrameOutOfRange, FrameTooLarge
 from gateway.dicom import render as render_module
+from gateway.dicom.frame_errors import FrameOutOfRange, FrameTooLarge
 from gateway.dicom.render import RenderError, _subsample, render, thumbnail
+from tests.unit.gateway.dicom.pixel_files import bytes_of, read, save
 
 GRAYSCALE = ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
              "MR_small_jp2klossless.dcm", "JPEG2000.dcm", "JPGExtended.dcm", "MR_small_bigendian.dcm",
@@ -26,30 +24,6 @@ COLOR = ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jpeg_gdcm.dcm", "examples_palette.dcm"
          "examples_ybr_color.dcm", "SC_ybr_full_422_uncompressed.dcm", "ExplVR_BigEnd.dcm", "GDCMJ2K_TextGBR.dcm",
          "SC_rgb_rle_16bit.dcm", "SC_rgb_rle_32bit_2frame.dcm", "examples_rgb_color.dcm"]  # fmt: skip
 CR_MONOCHROME1 = "dicomdirtests/77654033/CR1/6154"
-
-
-def _path(name: str) -> str:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} is not available")
-    return path
-
-
-def _bytes(name: str) -> bytes:
-    with open(_path(name), "rb") as f:
-        return f.read()
-
-
-def _read(name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return dcmread(_path(name))
-
-
-def _save(ds) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _image(data: bytes) -> Image.Image:
@@ -65,8 +39,8 @@ def _pixels(data: bytes) -> np.ndarray:
 @pytest.mark.parametrize("media_type, fmt", [("image/jpeg", "JPEG"), ("image/png", "PNG")])
 @pytest.mark.parametrize("name", GRAYSCALE)
 def test_grayscale_renders_at_full_size(name, media_type, fmt):
-    ds = _read(name)
-    img = _image(render(_bytes(name), media_type=media_type))
+    ds = read(name)
+    img = _image(render(bytes_of(name), media_type=media_type))
     assert img.format == fmt
     assert img.mode == "L"
     assert img.size == (ds.Columns, ds.Rows)
@@ -75,43 +49,43 @@ def test_grayscale_renders_at_full_size(name, media_type, fmt):
 @pytest.mark.parametrize("media_type, fmt", [("image/jpeg", "JPEG"), ("image/png", "PNG")])
 @pytest.mark.parametrize("name", COLOR)
 def test_color_renders_rgb(name, media_type, fmt):
-    ds = _read(name)
-    img = _image(render(_bytes(name), media_type=media_type))
+    ds = read(name)
+    img = _image(render(bytes_of(name), media_type=media_type))
     assert img.format == fmt
     assert img.mode == "RGB"
     assert img.size == (ds.Columns, ds.Rows)
 
 
 def test_rgb_png_is_lossless_for_8bit_rgb():
-    ds = _read("SC_rgb_jpeg_gdcm.dcm")  # JPEG lossless, RGB
-    assert np.array_equal(_pixels(render(_bytes("SC_rgb_jpeg_gdcm.dcm"), media_type="image/png")), ds.pixel_array)
-    ds = _read("SC_rgb_jpeg_dcmtk.dcm")  # YBR_FULL JPEG baseline -> RGB
-    out = _pixels(render(_bytes("SC_rgb_jpeg_dcmtk.dcm"), media_type="image/png"))
+    ds = read("SC_rgb_jpeg_gdcm.dcm")  # JPEG lossless, RGB
+    assert np.array_equal(_pixels(render(bytes_of("SC_rgb_jpeg_gdcm.dcm"), media_type="image/png")), ds.pixel_array)
+    ds = read("SC_rgb_jpeg_dcmtk.dcm")  # YBR_FULL JPEG baseline -> RGB
+    out = _pixels(render(bytes_of("SC_rgb_jpeg_dcmtk.dcm"), media_type="image/png"))
     assert np.array_equal(out, ds.pixel_array)  # pixel_array converts YBR to RGB as well
 
 
 def test_palette_color_goes_through_the_palette():
     from pydicom.pixels import apply_color_lut
 
-    ds = _read("examples_palette.dcm")
+    ds = read("examples_palette.dcm")
     expected = apply_color_lut(ds.pixel_array, ds)
     if expected.dtype != np.uint8:
         expected = expected >> 8
-    out = _pixels(render(_bytes("examples_palette.dcm"), media_type="image/png"))
+    out = _pixels(render(bytes_of("examples_palette.dcm"), media_type="image/png"))
     assert np.array_equal(out, expected)
 
 
 def test_ct_rescale_and_min_max():
     # CT_small: rescale -1024, no stored window -> min..max of the frame
-    out = _pixels(render(_bytes("CT_small.dcm"), media_type="image/png"))
+    out = _pixels(render(bytes_of("CT_small.dcm"), media_type="image/png"))
     assert out.min() == 0 and out.max() == 255
-    raw = _read("CT_small.dcm").pixel_array
+    raw = read("CT_small.dcm").pixel_array
     assert out[np.unravel_index(raw.argmax(), raw.shape)] == 255
 
 
 def test_window_from_the_dataset():
-    data = _bytes("MR_small.dcm")  # Window 600/1600
-    ds = _read("MR_small.dcm")
+    data = bytes_of("MR_small.dcm")  # Window 600/1600
+    ds = read("MR_small.dcm")
     out = _pixels(render(data, media_type="image/png"))
     x = ds.pixel_array.astype(float)
     expected = np.clip(((x - 599.5) / 1599 + 0.5) * 255, 0, 255)
@@ -119,20 +93,20 @@ def test_window_from_the_dataset():
     # same as asking for it explicitly, different from min..max
     assert np.array_equal(out, _pixels(render(data, media_type="image/png", window=(600, 1600, "LINEAR"))))
     del ds.WindowCenter, ds.WindowWidth
-    assert not np.array_equal(out, _pixels(render(_save(ds), media_type="image/png")))
+    assert not np.array_equal(out, _pixels(render(save(ds), media_type="image/png")))
 
 
 def test_ct_window_from_dataset_uses_rescaled_values():
-    ds = _read("CT_small.dcm")
+    ds = read("CT_small.dcm")
     ds.WindowCenter, ds.WindowWidth = 40, 400  # HU, after rescale -1024
-    out = _pixels(render(_save(ds), media_type="image/png"))
+    out = _pixels(render(save(ds), media_type="image/png"))
     hu = ds.pixel_array.astype(float) - 1024
     expected = np.clip(((hu - 39.5) / 399 + 0.5) * 255, 0, 255)
     assert np.abs(out - expected).max() <= 1
 
 
 def test_explicit_window_changes_output():
-    data = _bytes("CT_small.dcm")
+    data = bytes_of("CT_small.dcm")
     default = _pixels(render(data, media_type="image/png"))
     soft = _pixels(render(data, media_type="image/png", window=(40, 400, "LINEAR")))
     bone = _pixels(render(data, media_type="image/png", window=(500, 2000, "LINEAR")))
@@ -151,24 +125,24 @@ def test_explicit_window_changes_output():
 )
 def test_bad_window(window):
     with pytest.raises(RenderError):
-        render(_bytes("CT_small.dcm"), window=window)
+        render(bytes_of("CT_small.dcm"), window=window)
 
 
 def test_monochrome1_is_inverted():
-    ds = _read("MR_small.dcm")
-    m2 = _pixels(render(_save(ds), media_type="image/png"))
+    ds = read("MR_small.dcm")
+    m2 = _pixels(render(save(ds), media_type="image/png"))
     ds.PhotometricInterpretation = "MONOCHROME1"
-    m1 = _pixels(render(_save(ds), media_type="image/png"))
+    m1 = _pixels(render(save(ds), media_type="image/png"))
     assert np.array_equal(m1, 255 - m2)
     # a real MONOCHROME1 CR: high stored values come out dark
-    ds = _read(CR_MONOCHROME1)
-    out = _pixels(render(_bytes(CR_MONOCHROME1), media_type="image/png"))
+    ds = read(CR_MONOCHROME1)
+    out = _pixels(render(bytes_of(CR_MONOCHROME1), media_type="image/png"))
     raw = ds.pixel_array
     assert out[raw == raw.max()].mean() < out[raw == raw.min()].mean()
 
 
 def test_enhanced_per_frame_window():
-    ds = _read("CT_small.dcm")
+    ds = read("CT_small.dcm")
     item = Dataset()
     voi = Dataset()
     voi.WindowCenter, voi.WindowWidth = 40, 400
@@ -178,42 +152,42 @@ def test_enhanced_per_frame_window():
     item.PixelValueTransformationSequence = Sequence([pvt])
     ds.PerFrameFunctionalGroupsSequence = Sequence([item])
     ds.RescaleIntercept = 0  # the functional group wins
-    out = _pixels(render(_save(ds), media_type="image/png"))
-    plain = _read("CT_small.dcm")
-    assert np.array_equal(out, _pixels(render(_save(plain), media_type="image/png", window=(40, 400, "LINEAR"))))
+    out = _pixels(render(save(ds), media_type="image/png"))
+    plain = read("CT_small.dcm")
+    assert np.array_equal(out, _pixels(render(save(plain), media_type="image/png", window=(40, 400, "LINEAR"))))
 
 
 @pytest.mark.parametrize("viewport, expected", [((64, 64), (64, 64)), ((100, 50), (50, 50)), ((256, 512), (256, 256))])
 def test_viewport_fits_keeping_aspect(viewport, expected):
-    img = _image(render(_bytes("CT_small.dcm"), viewport=viewport))  # 128x128
+    img = _image(render(bytes_of("CT_small.dcm"), viewport=viewport))  # 128x128
     assert img.size == expected
 
 
 def test_viewport_non_square():
     # JPEG2000.dcm is 256 wide x 1024 high
-    assert _image(render(_bytes("JPEG2000.dcm"), viewport=(128, 128))).size == (32, 128)
-    assert _image(render(_bytes("examples_palette.dcm"), viewport=(400, 400))).size == (400, 175)
+    assert _image(render(bytes_of("JPEG2000.dcm"), viewport=(128, 128))).size == (32, 128)
+    assert _image(render(bytes_of("examples_palette.dcm"), viewport=(400, 400))).size == (400, 175)
 
 
 @pytest.mark.parametrize("viewport", [(0, 10), (10, -1), (100000, 10), ("x", 2)])
 def test_bad_viewport(viewport):
     with pytest.raises(RenderError):
-        render(_bytes("CT_small.dcm"), viewport=viewport)
+        render(bytes_of("CT_small.dcm"), viewport=viewport)
 
 
 def test_multiframe_frames():
-    data = _bytes("rtdose.dcm")  # 15 frames, 10x10
+    data = bytes_of("rtdose.dcm")  # 15 frames, 10x10
     first = _pixels(render(data, frame=1, media_type="image/png"))
     last = _pixels(render(data, frame=15, media_type="image/png"))
     assert first.shape == last.shape == (10, 10)
     assert not np.array_equal(first, last)
-    color = _image(render(_bytes("examples_ybr_color.dcm"), frame=30))
+    color = _image(render(bytes_of("examples_ybr_color.dcm"), frame=30))
     assert color.mode == "RGB" and color.size == (320, 240)
 
 
 @pytest.mark.parametrize("name, count", [("CT_small.dcm", 1), ("rtdose.dcm", 15), ("SC_rgb_rle_2frame.dcm", 2)])
 def test_out_of_range_frame(name, count):
-    data = _bytes(name)
+    data = bytes_of(name)
     for bad in (0, -1, count + 1):
         with pytest.raises(FrameOutOfRange):
             render(data, frame=bad)
@@ -221,26 +195,26 @@ def test_out_of_range_frame(name, count):
 
 def test_no_pixel_data():
     with pytest.raises(RenderError, match="instance has no pixel data"):
-        render(_bytes("rtplan.dcm"))
+        render(bytes_of("rtplan.dcm"))
     with pytest.raises(RenderError, match="instance has no pixel data"):
-        thumbnail(_bytes("rtplan.dcm"))
+        thumbnail(bytes_of("rtplan.dcm"))
 
 
 @pytest.mark.parametrize("media_type", ["image/gif", "image/jp2", "application/dicom", "", "text/html"])
 def test_unsupported_media_type(media_type):
     with pytest.raises(RenderError):
-        render(_bytes("CT_small.dcm"), media_type=media_type)
+        render(bytes_of("CT_small.dcm"), media_type=media_type)
     with pytest.raises(RenderError):
-        thumbnail(_bytes("CT_small.dcm"), media_type=media_type)
+        thumbnail(bytes_of("CT_small.dcm"), media_type=media_type)
 
 
 def test_media_type_parameters_and_case():
-    assert _image(render(_bytes("CT_small.dcm"), media_type="Image/PNG")).format == "PNG"
-    assert _image(render(_bytes("CT_small.dcm"), media_type="image/jpeg; q=0.9")).format == "JPEG"
+    assert _image(render(bytes_of("CT_small.dcm"), media_type="Image/PNG")).format == "PNG"
+    assert _image(render(bytes_of("CT_small.dcm"), media_type="image/jpeg; q=0.9")).format == "JPEG"
 
 
 def test_quality():
-    data = _bytes("image_dfl.dcm")
+    data = bytes_of("image_dfl.dcm")
     assert len(render(data, quality=20)) < len(render(data, quality=95))
     for bad in (0, 101, "90"):
         with pytest.raises(RenderError):
@@ -249,41 +223,41 @@ def test_quality():
 
 def test_undecodable_pixel_data_is_a_render_error():
     with pytest.raises(RenderError, match="could not be decoded"):
-        render(_bytes("JPEG-lossy.dcm"))
+        render(bytes_of("JPEG-lossy.dcm"))
 
 
 def test_file_object_input(tmp_path):
     path = tmp_path / "ct.dcm"
-    path.write_bytes(_bytes("CT_small.dcm"))
+    path.write_bytes(bytes_of("CT_small.dcm"))
     with open(path, "rb") as f:
         assert _image(render(f)).size == (128, 128)
 
 
 def test_thumbnail():
-    img = _image(thumbnail(_bytes("CT_small.dcm")))
+    img = _image(thumbnail(bytes_of("CT_small.dcm")))
     assert img.format == "JPEG" and img.size == (128, 128)
-    img = _image(thumbnail(_bytes("JPEG2000.dcm"), size=64, media_type="image/png"))
+    img = _image(thumbnail(bytes_of("JPEG2000.dcm"), size=64, media_type="image/png"))
     assert img.format == "PNG" and img.size == (16, 64)
-    img = _image(thumbnail(_bytes("examples_ybr_color.dcm"), size=100))
+    img = _image(thumbnail(bytes_of("examples_ybr_color.dcm"), size=100))
     assert img.mode == "RGB" and img.size == (100, 75)
     # the middle frame of a multi-frame
-    data = _bytes("rtdose.dcm")
+    data = bytes_of("rtdose.dcm")
     assert np.array_equal(
         _pixels(thumbnail(data, size=10, media_type="image/png")),
         _pixels(render(data, frame=8, media_type="image/png")),
     )
     with pytest.raises(RenderError):
-        thumbnail(_bytes("CT_small.dcm"), size=0)
+        thumbnail(bytes_of("CT_small.dcm"), size=0)
 
 
 def test_render_timing():
     """Not an assertion on time: prints what a render costs here."""
-    ct = _bytes("CT_small.dcm")
-    ds = _read("CT_small.dcm")
+    ct = bytes_of("CT_small.dcm")
+    ds = read("CT_small.dcm")
     rng = np.random.default_rng(5)
     ds.Rows = ds.Columns = 512
     ds.PixelData = rng.integers(-1024, 3000, size=(512, 512), dtype=np.int16).tobytes()
-    big = _save(ds)
+    big = save(ds)
     render(ct)  # warm up imports and plugins
     for label, data, media_type in (
         ("CT_small 128x128 jpeg", ct, "image/jpeg"),
@@ -306,11 +280,11 @@ def test_render_timing():
 
 def _big_ct(side: int) -> bytes:
     """CT_small (Rescale -1024, a stored window) grown to side x side 16-bit pixels."""
-    ds = _read("CT_small.dcm")
+    ds = read("CT_small.dcm")
     arr = (np.arange(side * side, dtype=np.int32) % 3000 - 1000).astype(np.int16).reshape(side, side)
     ds.Rows = ds.Columns = side
     ds.PixelData = arr.tobytes()
-    return _save(ds)
+    return save(ds)
 
 
 def test_more_than_max_pixels_is_refused_before_decoding():
@@ -344,9 +318,9 @@ def test_strips_give_the_same_image(monkeypatch):
 
     for name, kwargs in (("CT_small.dcm", {}), ("CT_small.dcm", {"window": (0.0, 300.0, "LINEAR_EXACT")}),
                          ("MR_small.dcm", {}), ("examples_palette.dcm", {}), ("examples_ybr_color.dcm", {})):
-        whole = _pixels(render(_bytes(name), media_type="image/png", **kwargs))
+        whole = _pixels(render(bytes_of(name), media_type="image/png", **kwargs))
         monkeypatch.setattr(render_module, "STRIP_PIXELS", 1000)  # a few rows a strip
-        strips = _pixels(render(_bytes(name), media_type="image/png", **kwargs))
+        strips = _pixels(render(bytes_of(name), media_type="image/png", **kwargs))
         monkeypatch.undo()
         assert np.array_equal(whole, strips), name
 
@@ -376,7 +350,7 @@ def _large_compressed(ts: str, side: int, bits: int = 8, spp: int = 1) -> tuple[
         img.save(buf, "JPEG2000", irreversible=False, no_jp2=True, num_resolutions=6)
     else:
         img.save(buf, "JPEG", quality=95)
-    ds = _read("MR_small_jp2klossless.dcm" if ts.endswith(".90") else "SC_rgb_jpeg_dcmtk.dcm")
+    ds = read("MR_small_jp2klossless.dcm" if ts.endswith(".90") else "SC_rgb_jpeg_dcmtk.dcm")
     ds.file_meta.TransferSyntaxUID = ts
     ds.Rows = ds.Columns = side
     ds.SamplesPerPixel = spp
@@ -387,7 +361,7 @@ def _large_compressed(ts: str, side: int, bits: int = 8, spp: int = 1) -> tuple[
     if spp == 3:
         ds.PlanarConfiguration = 0
     ds.PixelData = encapsulate([buf.getvalue()])
-    return _save(ds), arr
+    return save(ds), arr
 
 
 @pytest.mark.parametrize("ts, bits, spp", [("1.2.840.10008.1.2.4.90", 8, 1), ("1.2.840.10008.1.2.4.90", 16, 1),
