@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ConsentError(ValueError):
     """A consent change that cannot be made as asked (bad value): 400."""
@@ -19,8 +21,22 @@ class AlreadyDone(ConsentError):
 
 
 class NotVisible(ConsentError):
-    """The caller has no standing on the account, so its existence is not revealed: 404."""
+    """The caller has no standing on the account, so its existence is not revealed: 404.
+
+    ``decision`` is the :class:`consent.decision.Decision` that refused (its reason is the message).
+    """
+
+    def __init__(self, message: str, decision: Any = None) -> None:
+        super().__init__(message)
+        self.decision = decision
 
 
-class NotPermitted(ConsentError):
-    """The caller has standing on the account, but not for this action: 403."""
+class NotPermitted(ConsentError, PermissionError):
+    """The caller has standing on the account, but not for this action: 403.
+
+    Also a ``PermissionError``, which is what callers of ``gateway.archive.access.require`` catch.
+    """
+
+    def __init__(self, message: str, decision: Any = None) -> None:
+        super().__init__(message)
+        self.decision = decision

@@ -11,9 +11,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent.decision import in_force
+from consent.errors import AlreadyDone, ConsentError, UnknownParty
 from consent.history import record_event
+from consent.ids import new_id
 from consent.models import Link, Provider
-from consent.providers import ConsentError, new_id
 from gateway.db.base import utcnow
 
 
@@ -30,7 +32,7 @@ def create_link(
 ) -> Link:
     provider = session.get(Provider, provider_id)
     if provider is None or provider.removed_at is not None:
-        raise ConsentError(f"no provider {provider_id}")
+        raise UnknownParty(f"no provider {provider_id}")
     if not (push or pull):
         raise ConsentError("a link needs at least one scope: --push and/or --pull")
     now = utcnow()
@@ -49,9 +51,9 @@ def create_link(
 def revoke_link(session: Session, link_id: str, *, actor: str, account_id: str | None = None) -> Link:
     link = session.get(Link, link_id)
     if link is None or (account_id is not None and link.account_id != account_id):
-        raise ConsentError(f"no link {link_id}")
+        raise UnknownParty(f"no link {link_id}")
     if link.revoked_at is not None:
-        raise ConsentError(f"link {link_id} was already revoked at {link.revoked_at.isoformat()}")
+        raise AlreadyDone(f"link {link_id} was already revoked at {link.revoked_at.isoformat()}")
     link.revoked_at = utcnow()
     link.revoked_by = actor
     record_event(session, link.account_id, "link", link.id, "revoked", actor,
@@ -60,7 +62,17 @@ def revoke_link(session: Session, link_id: str, *, actor: str, account_id: str |
 
 
 def revoke_links_of_provider(session: Session, provider_id: str, *, actor: str) -> int:
+    """Revoke every link of a provider being removed, each with its ``consent_events`` row."""
     links = session.scalars(select(Link).where(Link.provider_id == provider_id, Link.revoked_at.is_(None))).all()
+    for link in links:
+        revoke_link(session, link.id, actor=actor)
+    return len(links)
+
+
+def revoke_links_of_account(session: Session, account_id: str, *, actor: str) -> int:
+    """Revoke every link of an account being deleted, each with its ``consent_events`` row."""
+    links = session.scalars(select(Link).where(Link.account_id == account_id, Link.revoked_at.is_(None))
+                            .order_by(Link.created_at)).all()
     for link in links:
         revoke_link(session, link.id, actor=actor)
     return len(links)
@@ -73,13 +85,13 @@ def list_links(session: Session, *, account_id: str | None = None, in_force_only
     links = list(session.scalars(q))
     if in_force_only:
         now = utcnow()
-        links = [l for l in links if link_in_force(l, now)]
+        links = [l for l in links if in_force(l, now)]
     return links
 
 
 def link_in_force(link: Link, now: datetime | None = None) -> bool:
-    now = now or utcnow()
-    return link.revoked_at is None and (link.expires_at is None or link.expires_at > now)
+    """Kept for callers of the old name: :func:`consent.decision.in_force`."""
+    return in_force(link, now)
 
 
 def link_snapshot(link: Link, provider: Provider | None = None) -> dict:
@@ -91,7 +103,7 @@ def link_snapshot(link: Link, provider: Provider | None = None) -> dict:
         "created_by": link.created_by,
         "revoked": link.revoked_at.isoformat() if link.revoked_at else None,
         "revoked_by": link.revoked_by,
-        "in_force": link_in_force(link),
+        "in_force": in_force(link),
     }
     if provider is not None:
         out["provider"] = provider.name

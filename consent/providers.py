@@ -1,24 +1,23 @@
-"""Providers: registration, identification by calling AE + source address."""
+"""Providers: registration and removal (who a calling AE is, and whether its address holds, is
+``consent.decision``)."""
 
 from __future__ import annotations
 
 import ipaddress
-import secrets
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent.history import record_event
+from consent.decision import address_allowed, provider_by_ae
 from consent.errors import AlreadyDone, ConsentError, UnknownParty
+from consent.history import record_event
+from consent.ids import new_id
+from consent.links import revoke_links_of_provider
 from consent.models import Provider
 from gateway.db.base import utcnow
 
-
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
+__all__ = ["ConsentError", "add_provider", "address_allowed", "list_providers", "new_id", "parse_networks",
+           "provider_by_ae", "provider_snapshot", "remove_provider", "validate_ae_title"]
 
 
 def validate_ae_title(ae: str) -> str:
@@ -41,19 +40,6 @@ def parse_networks(networks: list[str]) -> list[str]:
     return out
 
 
-def address_allowed(provider: Provider, address: str) -> bool:
-    """True when ``address`` lies in one of the provider's networks (no networks: any)."""
-    if not provider.networks:
-        return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(n) for n in provider.networks.split(","))
-
-
 def add_provider(
     session: Session,
     *,
@@ -73,7 +59,7 @@ def add_provider(
         raise ConsentError(f"port {port} is out of range")
     clash = session.scalar(select(Provider).where(Provider.ae_title == ae, Provider.removed_at.is_(None)))
     if clash is not None:
-        raise ConsentError(f"AE title {ae} is already registered to provider {clash.id}")
+        raise AlreadyDone(f"AE title {ae} is already registered to provider {clash.id}")
     provider = Provider(
         id=new_id("prv"), name=name.strip(), ae_title=ae, networks=",".join(parse_networks(networks)),
         host=host, port=port, created_at=utcnow(),
@@ -85,11 +71,9 @@ def add_provider(
 
 
 def remove_provider(session: Session, provider_id: str, *, actor: str) -> Provider:
-    from consent.links import revoke_links_of_provider
-
     provider = session.get(Provider, provider_id)
     if provider is None or provider.removed_at is not None:
-        raise ConsentError(f"no provider {provider_id}")
+        raise UnknownParty(f"no provider {provider_id}")
     provider.removed_at = utcnow()
     revoke_links_of_provider(session, provider.id, actor=actor)
     record_event(session, None, "provider", provider.id, "removed", actor, provider_snapshot(provider))
@@ -98,29 +82,6 @@ def remove_provider(session: Session, provider_id: str, *, actor: str) -> Provid
 
 def list_providers(session: Session) -> list[Provider]:
     return list(session.scalars(select(Provider).where(Provider.removed_at.is_(None)).order_by(Provider.created_at)))
-
-
-@dataclass(frozen=True)
-class Identification:
-    provider: Provider | None
-    reason: str
-
-
-def provider_by_ae(session: Session, ae_title: str) -> Provider | None:
-    """The registered (not removed) provider with this AE title."""
-    return session.scalar(select(Provider).where(Provider.ae_title == ae_title.strip(),
-                                                 Provider.removed_at.is_(None)))
-
-
-def identify_by_ae(session: Session, calling_ae: str, address: str) -> Identification:
-    """DIMSE: find the provider for a calling AE title and check the source address."""
-    ae = calling_ae.strip()
-    provider = provider_by_ae(session, ae)
-    if provider is None:
-        return Identification(None, f"calling AE title {ae!r} is not a registered provider")
-    if not address_allowed(provider, address):
-        return Identification(None, f"source address {address} is outside the networks of provider {provider.id}")
-    return Identification(provider, f"provider {provider.id}")
 
 
 def provider_snapshot(p: Provider) -> dict:

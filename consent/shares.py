@@ -7,9 +7,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent.decision import in_force
+from consent.errors import AlreadyDone, ConsentError, UnknownParty
 from consent.history import record_event
+from consent.ids import new_id
 from consent.models import Share
-from consent.providers import ConsentError, new_id
 from gateway.db.base import utcnow
 
 ROLES = ("viewer", "editor")
@@ -37,9 +39,9 @@ def grant_share(
 def revoke_share(session: Session, share_id: str, *, actor: str, account_id: str | None = None) -> Share:
     share = session.get(Share, share_id)
     if share is None or (account_id is not None and share.account_id != account_id):
-        raise ConsentError(f"no share {share_id}")
+        raise UnknownParty(f"no share {share_id}")
     if share.revoked_at is not None:
-        raise ConsentError(f"share {share_id} was already revoked")
+        raise AlreadyDone(f"share {share_id} was already revoked")
     share.revoked_at = utcnow()
     share.revoked_by = actor
     record_event(session, share.account_id, "share", share.id, "revoked", actor, share_snapshot(share))
@@ -50,8 +52,17 @@ def list_shares(session: Session, account_id: str, *, in_force_only: bool = Fals
     shares = list(session.scalars(select(Share).where(Share.account_id == account_id).order_by(Share.created_at)))
     if in_force_only:
         now = utcnow()
-        shares = [s for s in shares if s.revoked_at is None and (s.expires_at is None or s.expires_at > now)]
+        shares = [s for s in shares if in_force(s, now)]
     return shares
+
+
+def revoke_shares_of_account(session: Session, account_id: str, *, actor: str) -> int:
+    """Revoke every share of an account being deleted, each with its ``consent_events`` row."""
+    shares = session.scalars(select(Share).where(Share.account_id == account_id, Share.revoked_at.is_(None))
+                             .order_by(Share.created_at)).all()
+    for share in shares:
+        revoke_share(session, share.id, actor=actor)
+    return len(shares)
 
 
 def share_snapshot(share: Share) -> dict:

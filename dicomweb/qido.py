@@ -7,14 +7,12 @@ from flask import Blueprint, Response, current_app, json, request
 from dicomweb.dicomjson import result_json
 from dicomweb.media import MediaTypeError, parse_accept
 from gateway.http.auth import HttpError, principal_from_request, service_errors
-from gateway.numbers import INT64_MAX, NumberError, parse_int
-from gateway.archive.query import DEFAULT_LIMIT, MAX_LIMIT, Query, QueryError, keyword_of
+from gateway.archive.query import Query, QueryError
 from gateway.runtime.services import Services
 from gateway.http.urls import dicomweb_root
 
 bp = Blueprint("qido", __name__)
 BASE = "/accounts/<account_id>/dicomweb"
-_CONTROL = {"includefield", "fuzzymatching", "limit", "offset"}
 
 
 def _services() -> Services:
@@ -32,40 +30,11 @@ def _check_accept() -> None:
     raise HttpError(406, "QIDO-RS answers application/dicom+json only")
 
 
-def _int(name: str, default: int, minimum: int, maximum: int) -> int:
-    try:
-        value = parse_int(request.args.get(name), name, minimum=minimum, maximum=maximum, default=default)
-    except NumberError as exc:
-        raise HttpError(400, str(exc)) from None
-    assert value is not None
-    return value
-
-
 def parse_query(level: str, study: str | None = None, series: str | None = None) -> Query:
-    q = Query(level=level, study_uid=study, series_uid=series)
     try:
-        for name in request.args.getlist("includefield"):
-            for item in name.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                if item.lower() == "all":
-                    q.include_all = True
-                else:
-                    q.include.add(keyword_of(item))
-        for name, value in request.args.items(multi=True):
-            if name in _CONTROL:
-                continue
-            q.filters[keyword_of(name)] = value
+        return Query.from_qido(level, request.args.items(multi=True), study, series)
     except QueryError as exc:
         raise HttpError(400, str(exc)) from None
-    fuzzy = request.args.get("fuzzymatching", "false").lower()
-    if fuzzy not in ("true", "false"):
-        raise HttpError(400, "fuzzymatching must be true or false")
-    q.fuzzy = fuzzy == "true"
-    q.limit = _int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    q.offset = _int("offset", 0, 0, INT64_MAX)
-    return q
 
 
 def _search(account_id: str, q: Query) -> Response:

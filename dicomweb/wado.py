@@ -8,10 +8,11 @@ caller may not see answers 404, exactly like what does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import logging
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, json, request
 from pydicom import dcmread
@@ -23,10 +24,11 @@ from dicomweb.multipart import new_boundary, write_parts
 from gateway.dicom.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
                             FrameTooLarge, decoded_frames, frame_media_type, header_dataset, iter_raw_frames,
                             open_source, parse_frame_list)
+from gateway.dicom.render import RenderError, render, thumbnail
 from gateway.http.auth import HttpError, principal_from_request, service_errors
 from gateway.ops.metrics import REFUSALS
 from gateway.numbers import NumberError, parse_int
-from gateway.archive.retrieve import InstanceRef, Selection
+from gateway.archive.retrieve import InstanceRef, Retrieval, Selection
 from gateway.runtime.services import Services
 from gateway.http.urls import dicomweb_root
 
@@ -51,10 +53,25 @@ def _accept() -> list[tuple[str, dict[str, str]]]:
 
 
 def _select(account_id: str, study: str, series: str | None = None, sop: str | None = None) -> tuple[Principal, Selection]:
+    """A lookup only (nothing of the instances is sent): not audited."""
     svc = _services()
     principal = principal_from_request(svc, request)
     with service_errors(account_id):
         return principal, svc.retrieve.select(principal, account_id, study, series, sop)
+
+
+@contextlib.contextmanager
+def _retrieval(account_id: str, how: str, detail: dict[str, Any], study: str, series: str | None = None,
+               sop: str | None = None) -> Iterator[Retrieval]:
+    """The service's audited retrieval: the audit entries are written when the answer is built
+    (the block ends normally); an HttpError raised inside writes none."""
+    svc = _services()
+    principal = principal_from_request(svc, request)
+    with contextlib.ExitStack() as stack:
+        with service_errors(account_id):
+            retrieval = stack.enter_context(
+                svc.retrieve.retrieval(principal, account_id, how, detail, study, series, sop))
+        yield retrieval
 
 
 def _base(account_id: str) -> str:
@@ -72,13 +89,12 @@ def _wanted_transfer_syntax() -> str:
     raise HttpError(406, 'instances are available as multipart/related; type="application/dicom" only')
 
 
-def _instances_response(principal: Principal, account_id: str, sel: Selection) -> Response:
+def _instances_response(account_id: str, sel: Selection) -> Response:
     svc = _services()
     ts = _wanted_transfer_syntax()
     if ts != "*" and any(ref.transfer_syntax_uid != ts for ref in sel.instances):
         raise HttpError(406, f"the instances are stored in other transfer syntaxes than {ts} and are never transcoded; ask for transfer-syntax=*")
     boundary = new_boundary()
-    svc.retrieve.record(principal, account_id, sel.instances, "retrieved", {"via": "wado-rs"})
     base = _base(account_id)  # the generator below runs after the request context is gone
 
     def parts() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
@@ -94,22 +110,24 @@ def _instances_response(principal: Principal, account_id: str, sel: Selection) -
     return Response(write_parts(parts(), boundary), status=200, content_type=ctype, direct_passthrough=True)
 
 
+def _instances(account_id: str, study: str, series: str | None = None, sop: str | None = None) -> Response:
+    with _retrieval(account_id, "retrieved", {"via": "wado-rs"}, study, series, sop) as r:
+        return _instances_response(account_id, r.selection)
+
+
 @bp.get(STUDY)
 def study_instances(account_id: str, study: str) -> Response:
-    principal, sel = _select(account_id, study)
-    return _instances_response(principal, account_id, sel)
+    return _instances(account_id, study)
 
 
 @bp.get(SERIES)
 def series_instances(account_id: str, study: str, series: str) -> Response:
-    principal, sel = _select(account_id, study, series)
-    return _instances_response(principal, account_id, sel)
+    return _instances(account_id, study, series)
 
 
 @bp.get(INSTANCE)
 def instance(account_id: str, study: str, series: str, sop: str) -> Response:
-    principal, sel = _select(account_id, study, series, sop)
-    return _instances_response(principal, account_id, sel)
+    return _instances(account_id, study, series, sop)
 
 
 # ---------------------------------------------------------------- metadata
@@ -139,7 +157,12 @@ def read_header(svc: Services, ref: InstanceRef):  # type: ignore[no-untyped-def
         probe = min(ref.size, probe * 8)
 
 
-def _metadata(account_id: str, sel: Selection, principal: Principal) -> Response:
+def _metadata(account_id: str, study: str, series: str | None = None, sop: str | None = None) -> Response:
+    with _retrieval(account_id, "metadata-viewed", {"via": "wado-rs"}, study, series, sop) as r:
+        return _metadata_response(account_id, r.selection)
+
+
+def _metadata_response(account_id: str, sel: Selection) -> Response:
     if not any(m in ("application/dicom+json", "application/json", "*/*", "application/*") for m, _ in _accept()):
         raise HttpError(406, "metadata is available as application/dicom+json")
     svc = _services()
@@ -153,7 +176,6 @@ def _metadata(account_id: str, sel: Selection, principal: Principal) -> Response
             item["7FE00010"] = {"vr": "OB" if ref.transfer_syntax_uid not in _NATIVE else "OW",
                                 "BulkDataURI": f"{url}/bulkdata/7FE00010"}
         out.append(item)
-    svc.retrieve.record(principal, account_id, sel.instances, "metadata-viewed", {"via": "wado-rs"})
     return Response(json.dumps(out), status=200, mimetype="application/dicom+json")
 
 
@@ -162,26 +184,27 @@ _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1
 
 @bp.get(f"{STUDY}/metadata")
 def study_metadata(account_id: str, study: str) -> Response:
-    principal, sel = _select(account_id, study)
-    return _metadata(account_id, sel, principal)
+    return _metadata(account_id, study)
 
 
 @bp.get(f"{SERIES}/metadata")
 def series_metadata(account_id: str, study: str, series: str) -> Response:
-    principal, sel = _select(account_id, study, series)
-    return _metadata(account_id, sel, principal)
+    return _metadata(account_id, study, series)
 
 
 @bp.get(f"{INSTANCE}/metadata")
 def instance_metadata(account_id: str, study: str, series: str, sop: str) -> Response:
-    principal, sel = _select(account_id, study, series, sop)
-    return _metadata(account_id, sel, principal)
+    return _metadata(account_id, study, series, sop)
 
 
 # ---------------------------------------------------------------- bulk data
 @bp.get(f"{INSTANCE}/bulkdata/<tag>")
 def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Response:
-    principal, sel = _select(account_id, study, series, sop)
+    with _retrieval(account_id, "bulkdata-viewed", {"tag": tag}, study, series, sop) as r:
+        return _bulkdata_response(r.selection, tag)
+
+
+def _bulkdata_response(sel: Selection, tag: str) -> Response:
     try:
         tag_int = int(tag, 16)
         if len(tag) != 8:
@@ -194,7 +217,6 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
     [ref] = sel.instances
     streamed = _pixel_bulkdata(svc, ref, tag_int)
     if streamed is not None:
-        svc.retrieve.record(principal, account_id, sel.instances, "bulkdata-viewed", {"tag": tag})
         boundary = new_boundary()
         body = write_parts([({"Content-Type": "application/octet-stream"}, streamed)], boundary)
         return Response(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
@@ -204,7 +226,6 @@ def bulkdata(account_id: str, study: str, series: str, sop: str, tag: str) -> Re
     value = ds[tag_int].value
     if not isinstance(value, (bytes, bytearray)):
         raise HttpError(404, f"{tag} is not a bulk data attribute")
-    svc.retrieve.record(principal, account_id, sel.instances, "bulkdata-viewed", {"tag": tag})
     boundary = new_boundary()
     body = write_parts([({"Content-Type": "application/octet-stream"}, [bytes(value)])], boundary)
     return Response(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
@@ -253,8 +274,13 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
         raise HttpError(400, str(exc)) from None
     if any(n < 1 for n in numbers):
         raise HttpError(400, "frame numbers start at 1")
-    principal, sel = _select(account_id, study, series, sop)
+    with _retrieval(account_id, "frames-viewed", {"frames": numbers}, study, series, sop) as r:
+        return _frames_response(r.selection, numbers)
+
+
+def _frames_response(sel: Selection, numbers: list[int]) -> Response:
     svc = _services()
+    settings = svc.settings
     [ref] = sel.instances
     stored_type, stored_ts = frame_media_type(ref.transfer_syntax_uid)
     want = None
@@ -288,7 +314,6 @@ def frames(account_id: str, study: str, series: str, sop: str, frame_list: str) 
         raise HttpError(406, f"the stored frames cannot be decoded: {exc}") from None
     except FrameError as exc:
         raise HttpError(400, str(exc)) from None
-    svc.retrieve.record(principal, account_id, sel.instances, "frames-viewed", {"frames": numbers})
     boundary = new_boundary()
     body = write_parts((({"Content-Type": ctype}, [c]) for c in chunks), boundary)
     return Response(body, content_type=f'multipart/related; type="{want}"; boundary={boundary}')
@@ -338,8 +363,6 @@ def _window() -> tuple[float, float, str] | None:
 
 def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
     """One frame rendered; 422 above ``max_render_pixels`` (checked before decoding), read by ranges."""
-    from gateway.dicom.render import RenderError, render, thumbnail
-
     mtype = _image_type()
     viewport, window = _viewport(), _window()
     try:
@@ -348,7 +371,12 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
         raise HttpError(400, str(exc)) from None
     if frame > MAX_FRAME_NUMBER:
         raise HttpError(400, f"frame number {str(frame)[:24]} is larger than any instance can have ({MAX_FRAME_NUMBER})")
-    principal, sel = _select(account_id, study, series, sop)
+    with _retrieval(account_id, "rendered-viewed", {"thumbnail": thumb}, study, series, sop) as r:
+        return _rendered_response(r.selection, mtype, frame, thumb, viewport, window, quality)
+
+
+def _rendered_response(sel: Selection, mtype: str, frame: int, thumb: bool, viewport: tuple[int, int] | None,
+                       window: tuple[float, float, str] | None, quality: int | None) -> Response:
     svc = _services()
     [ref] = sel.instances
     max_pixels = svc.settings.max_render_pixels
@@ -367,7 +395,6 @@ def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, th
     except RenderError as exc:
         # no pixels, or pixels we cannot decode: that representation cannot be given
         raise HttpError(406, str(exc)) from None
-    svc.retrieve.record(principal, account_id, sel.instances, "rendered-viewed", {"thumbnail": thumb})
     return Response(image, mimetype=mtype)
 
 

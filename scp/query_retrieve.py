@@ -76,9 +76,8 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from gateway.identity.accounts import get_account
-from gateway.archive.access import NotVisible
-from gateway.archive.query import ATTRIBUTES, MAX_LIMIT, Query, QueryError
+from gateway.archive.access import NotPermitted, NotVisible
+from gateway.archive.query import ATTRIBUTES, PATIENT_COUNTS, PATIENT_KEYS, Query, QueryError, query_retrieve_level
 from gateway.archive.retrieve import InstanceRef, NotFound, Selection
 from gateway.runtime.services import Services
 from scp.status import error_comment, status
@@ -96,24 +95,15 @@ PATIENT_ROOT = {
     "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
     "1.2.840.10008.5.1.4.1.2.1.3",  # GET
 }
-#: DICOM level -> query service level
-LEVELS = {"PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 UNIQUE_KEY = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
               "IMAGE": "SOPInstanceUID"}
-_RANK = {"study": 0, "series": 1, "instance": 2}
-PATIENT_KEYS = {"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex"}
-#: returned at PATIENT level, summed over the patient's matching studies
-PATIENT_COUNTS = {"NumberOfPatientRelatedStudies": None,
-                  "NumberOfPatientRelatedSeries": "NumberOfStudyRelatedSeries",
-                  "NumberOfPatientRelatedInstances": "NumberOfStudyRelatedInstances"}
-#: never matching or return keys of their own
-_CONTROL = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
 _UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+#: what the query and retrieve services refuse with, mapped to a status here
+_REFUSED = (NotPermitted, NotVisible)
 
 
 class BadIdentifier(ValueError):
     """The identifier does not fit the information model (0xA900)."""
-
 
 
 # ---------------------------------------------------------------- C-FIND
@@ -121,25 +111,21 @@ def handle_find(event, services: Services) -> Iterator[tuple[Any, Dataset | None
     verdict = event.assoc.dicomgate
     try:
         identifier = _identifier(event)
-        level = _level(identifier, str(event.request.AffectedSOPClassUID))
-        keys = _keys(identifier)
-    except BadIdentifier as exc:
+        q = Query.from_identifier(identifier, patient_root=str(event.request.AffectedSOPClassUID) in PATIENT_ROOT)
+    except (BadIdentifier, QueryError) as exc:
         yield status(IDENTIFIER_MISMATCH, str(exc)), None
         return
-    base = _find_query(level, keys)
+    assert q.qr_level is not None
     try:
-        if level == "PATIENT":
-            matches: Iterator[dict] = iter(_patients(services, verdict, base))
-        else:
-            matches = _pages(services, verdict, base)
+        matches = services.query.matches(verdict.principal, verdict.account_id, q)
         first = next(matches, None)  # the consent decision and the query's validity are known here
     except QueryError as exc:
         yield status(IDENTIFIER_MISMATCH, str(exc)), None
         return
-    except (PermissionError, NotVisible) as exc:
+    except _REFUSED as exc:
         yield status(REFUSED, f"refused: {exc}"), None
         return
-    retrieve_ae = _account_ae(services, verdict.account_id)
+    retrieve_ae = services.query.retrieve_ae_title(verdict.account_id)
     charset = identifier.get("SpecificCharacterSet")
     if first is None:
         return
@@ -147,13 +133,7 @@ def handle_find(event, services: Services) -> Iterator[tuple[Any, Dataset | None
         if event.is_cancelled:
             yield CANCEL, None
             return
-        yield PENDING, _answer(level, keys, match, retrieve_ae, charset)
-
-
-def _account_ae(services: Services, account_id: str) -> str:
-    with services.db.session() as s:
-        account = get_account(s, account_id)
-        return account.ae_title if account is not None else ""
+        yield PENDING, _answer(q.qr_level, q.requested, match, retrieve_ae, charset)
 
 
 def _identifier(event) -> Dataset:  # type: ignore[no-untyped-def]
@@ -161,84 +141,6 @@ def _identifier(event) -> Dataset:  # type: ignore[no-untyped-def]
         return event.identifier
     except Exception as exc:
         raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
-
-
-def _level(identifier: Dataset, sop_class: str) -> str:
-    try:
-        level = str(identifier.get("QueryRetrieveLevel") or "").strip().upper()
-    except Exception as exc:  # pydicom decodes lazily
-        raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
-    allowed = ("PATIENT", "STUDY", "SERIES", "IMAGE") if sop_class in PATIENT_ROOT else ("STUDY", "SERIES", "IMAGE")
-    if level not in allowed:
-        raise BadIdentifier(f"QueryRetrieveLevel {level or '(none)'} is not one of {'/'.join(allowed)}")
-    return level
-
-
-def _keys(identifier: Dataset) -> dict[str, tuple[int, str, str | None]]:
-    """keyword (or hex tag) -> (tag, VR, matching value, or None for a return-only key)."""
-    out: dict[str, tuple[int, str, str | None]] = {}
-    try:
-        for elem in identifier:
-            if elem.tag.element == 0 or elem.keyword in _CONTROL:
-                continue
-            name = elem.keyword or f"{int(elem.tag):08X}"
-            text: str | None = None
-            if elem.VR != "SQ" and elem.value is not None and not isinstance(elem.value, bytes):
-                value = elem.value
-                text = ("\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)).strip()
-            out[name] = (int(elem.tag), elem.VR, text or None)
-    except Exception as exc:
-        raise BadIdentifier(f"cannot decode the identifier: {exc}") from None
-    return out
-
-
-def _matchable(keyword: str, qlevel: str, level: str) -> bool:
-    if keyword not in ATTRIBUTES:
-        return False
-    attr_level, column, _ = ATTRIBUTES[keyword]
-    if column is None and keyword != "ModalitiesInStudy":
-        return False  # computed (counts): returned, never matched
-    if level == "PATIENT":
-        return keyword in PATIENT_KEYS
-    return _RANK[attr_level] <= _RANK[qlevel]
-
-
-def _find_query(level: str, keys: dict[str, tuple[int, str, str | None]]) -> Query:
-    qlevel = LEVELS[level]
-    filters = {k: v for k, (_, _, v) in keys.items() if v and v != "*" and _matchable(k, qlevel, level)}
-    include = {k for k in keys if k in ATTRIBUTES and _RANK[ATTRIBUTES[k][0]] <= _RANK[qlevel]}
-    include |= {src for k, src in PATIENT_COUNTS.items() if k in keys and src}
-    if level == "PATIENT":
-        include |= {"PatientID", "PatientName"}
-    return Query(level=qlevel, filters=filters, include=include, limit=MAX_LIMIT)
-
-
-def _pages(services: Services, verdict, base: Query) -> Iterator[dict]:  # type: ignore[no-untyped-def]
-    """Every match, MAX_LIMIT per query-service call."""
-    offset = 0
-    while True:
-        q = Query(level=base.level, filters=base.filters, include=base.include, limit=MAX_LIMIT, offset=offset)
-        page = services.query.search(verdict.principal, verdict.account_id, q)
-        yield from page
-        if len(page) < MAX_LIMIT:
-            return
-        offset += MAX_LIMIT
-
-
-def _patients(services: Services, verdict, base: Query) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Study-level matches folded to one result per patient (PatientID + PatientName)."""
-    patients: dict[tuple, dict] = {}
-    for row in _pages(services, verdict, base):
-        key = (row.get("PatientID"), row.get("PatientName"))
-        p = patients.get(key)
-        if p is None:
-            p = patients[key] = {k: row.get(k) for k in PATIENT_KEYS}
-            p.update({k: 0 for k in PATIENT_COUNTS})
-        p["NumberOfPatientRelatedStudies"] += 1
-        for k, src in PATIENT_COUNTS.items():
-            if src:
-                p[k] += row.get(src) or 0
-    return list(patients.values())
 
 
 def _answer(level: str, keys: dict, match: dict, retrieve_ae: str, charset: Any) -> Dataset:
@@ -315,10 +217,10 @@ def _select(event, services: Services) -> tuple[Selection, tuple[int, str] | Non
     empty = Selection([], 0)
     try:
         identifier = _identifier(event)
-        level = _level(identifier, str(event.request.AffectedSOPClassUID))
+        level = query_retrieve_level(identifier, patient_root=str(event.request.AffectedSOPClassUID) in PATIENT_ROOT)
         uids = {k: _uid_list(identifier, k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
                                                       "SOPInstanceUID")}
-    except BadIdentifier as exc:
+    except (BadIdentifier, QueryError) as exc:
         return empty, (IDENTIFIER_MISMATCH, str(exc))
     needed = UNIQUE_KEY[level]
     if not uids[needed]:
@@ -326,10 +228,10 @@ def _select(event, services: Services) -> tuple[Selection, tuple[int, str] | Non
     study_uids = uids["StudyInstanceUID"] or None
     if level == "PATIENT":
         try:
-            study_uids = _studies_of_patients(services, verdict, uids["PatientID"])
+            study_uids = services.query.studies_of_patients(verdict.principal, verdict.account_id, uids["PatientID"])
         except QueryError as exc:
             return empty, (IDENTIFIER_MISMATCH, str(exc))
-        except (PermissionError, NotVisible) as exc:
+        except _REFUSED as exc:
             return empty, (REFUSED, f"refused: {exc}")
         if not study_uids:
             return empty, None
@@ -341,7 +243,7 @@ def _select(event, services: Services) -> tuple[Selection, tuple[int, str] | Non
         )
     except QueryError as exc:
         return empty, (IDENTIFIER_MISMATCH, str(exc))
-    except (PermissionError, NotVisible) as exc:
+    except _REFUSED as exc:
         return empty, (REFUSED, f"refused: {exc}")
     except NotFound:
         return empty, None
@@ -359,14 +261,6 @@ def _uid_list(identifier: Dataset, keyword: str) -> list[str]:
         return []
     values = value if isinstance(value, MultiValue) else str(value).split("\\")
     return [str(v).strip() for v in values if str(v).strip()]
-
-
-def _studies_of_patients(services: Services, verdict, patient_ids: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    out: list[str] = []
-    for pid in patient_ids:
-        base = Query(level="study", filters={"PatientID": pid}, include={"StudyInstanceUID"}, limit=MAX_LIMIT)
-        out += [row["_study_uid"] for row in _pages(services, verdict, base)]
-    return out
 
 
 def _sub_operations(event, services: Services, refs: list[InstanceRef], how: str,  # type: ignore[no-untyped-def]

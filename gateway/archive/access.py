@@ -1,31 +1,28 @@
-"""The account-level gate every service asks first, and its two refusals.
+"""The gates every service asks first: the account-level gate and the DIMSE association gate.
 
-``require`` runs the one consent decision for an action on an account and
-turns "no standing at all" into :class:`NotVisible` (adapters answer 404 /
-called-AE-not-recognised, revealing nothing) and "standing, but not this" into
-:class:`PermissionError` (403 / a refusal status).
+Both are the rules of ``consent.decision``; this module only opens the
+transaction and records what an accepted association counts for usage.
+
+``require`` raises :class:`NotVisible` for "no standing at all" (adapters
+answer 404 / called-AE-not-recognised, revealing nothing) and
+:class:`NotPermitted`, a ``PermissionError``, for "standing, but not this"
+(403 / a refusal status).
 """
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from consent.decision import AssociationDecision, decide_association, require
+from consent.errors import NotPermitted, NotVisible
+from gateway.db import Database
+from gateway.ops.usage import record_usage
 
-from consent.decision import Action, Decision, Principal, decide
-from gateway.identity.accounts import account_ref, get_account
-
-
-class NotVisible(Exception):
-    """The caller may not see this account (404 / refused association)."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
+__all__ = ["NotPermitted", "NotVisible", "admit_association", "require"]
 
 
-def require(s: Session, principal: Principal, action: Action, account_id: str) -> Decision:
-    decision = decide(s, principal, action, account_ref(get_account(s, account_id)))
-    if not decision.visible:
-        raise NotVisible(decision)
-    if not decision.allowed:
-        raise PermissionError(decision.reason)
-    return decision
+def admit_association(db: Database, calling_ae: str, called_ae: str, address: str) -> AssociationDecision:
+    """``consent.decision.decide_association`` in its own transaction; an accepted one counts as usage."""
+    with db.session() as s:
+        verdict = decide_association(s, calling_ae, called_ae, address)
+    if verdict.accepted:
+        record_usage(db, kind="association", account_id=verdict.account_id, detail="dimse")
+    return verdict

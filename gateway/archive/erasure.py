@@ -29,13 +29,15 @@ from datetime import datetime
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from consent.decision import Action, Principal, decide
+from consent.decision import Action, Principal, decide, load_account, study_filter
+from consent.links import revoke_links_of_account
 from consent.models import ConsentEvent, Link, Share
-from gateway.ops import audit
-from gateway.identity.accounts import account_ref, get_account
+from consent.shares import revoke_shares_of_account
 from gateway.db import Database
 from gateway.db.base import utcnow
 from gateway.db.models import Account, AuditEntry, Erasure, Instance, Patient, Series, Study
+from gateway.errors import Forbidden, Invalid, NotFound
+from gateway.ops import audit
 from gateway.ops.usage import forget_account_usage
 from storage import ObjectStore
 from storage.keys import account_prefix, study_prefix
@@ -43,11 +45,26 @@ from storage.keys import account_prefix, study_prefix
 log = logging.getLogger(__name__)
 
 
-class ErasureError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+class ErasureError(Invalid):
+    """A deletion refused; ``status`` is its HTTP status (kept for adapters that read it)."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+
+
+class ErasureNotFound(ErasureError, NotFound):
+    """No such account or study, or not one the caller may see: 404."""
+
+    status = 404
+
+
+class ErasureForbidden(ErasureError, Forbidden):
+    """The caller sees the account but may not delete this: 403."""
+
+    status = 403
 
 
 def _receipt_id() -> str:
@@ -56,16 +73,14 @@ def _receipt_id() -> str:
 
 def delete_study(db: Database, principal: Principal, account_id: str, study_uid: str) -> Erasure:
     with db.session(write=True) as s:
-        account = get_account(s, account_id)
-        study = s.scalar(select(Study).where(Study.account_id == account_id, Study.study_uid == study_uid,
-                                             Study.deleted_at.is_(None)))
-        decision = decide(s, principal, Action.DELETE, account_ref(account))
+        decision = decide(s, principal, Action.DELETE, load_account(s, account_id))
         if not decision.visible:
-            raise ErasureError(404, f"no account {account_id}")
-        if study is None or (study.sensitive and not decision.sensitive_ok):
-            raise ErasureError(404, f"no study {study_uid}")  # what may not be seen does not exist
+            raise ErasureNotFound(f"no account {account_id}")
+        study = s.scalar(select(Study).where(study_filter(decision), Study.study_uid == study_uid))
+        if study is None:
+            raise ErasureNotFound(f"no study {study_uid}")  # what may not be seen does not exist
         if not decision.allowed:
-            raise ErasureError(403, f"not allowed: {decision.reason}")
+            raise ErasureForbidden(f"not allowed: {decision.reason}")
         now = utcnow()
         study.deleted_at = now
         erasure = Erasure(id=_receipt_id(), scope="study", account_id=account_id, study_pk=study.id,
@@ -78,21 +93,20 @@ def delete_study(db: Database, principal: Principal, account_id: str, study_uid:
 
 def delete_account(db: Database, principal: Principal, account_id: str) -> Erasure:
     with db.session(write=True) as s:
-        account = get_account(s, account_id)
-        decision = decide(s, principal, Action.MANAGE, account_ref(account))
+        decision = decide(s, principal, Action.MANAGE, load_account(s, account_id))
         if not decision.visible:
-            raise ErasureError(404, f"no account {account_id}")
-        if not (principal.kind == "user" and account is not None and principal.id == account.owner_id) \
-                and principal.kind != "operator":
-            raise ErasureError(403, "only the owner can delete the account")
+            raise ErasureNotFound(f"no account {account_id}")
+        if not decision.allowed:  # MANAGE: the owner, or the operator
+            raise ErasureForbidden("only the owner can delete the account")
         now = utcnow()
+        # every link and share ends through consent/, so consent_events shows who ended it and when
+        revoke_links_of_account(s, account_id, actor=principal.label)
+        revoke_shares_of_account(s, account_id, actor=principal.label)
+        account = s.get(Account, account_id)
+        assert account is not None
         account.deleted_at = now
         s.execute(update(Study).where(Study.account_id == account_id, Study.deleted_at.is_(None))
                   .values(deleted_at=now))
-        for link in s.scalars(select(Link).where(Link.account_id == account_id, Link.revoked_at.is_(None))):
-            link.revoked_at, link.revoked_by = now, principal.label
-        for share in s.scalars(select(Share).where(Share.account_id == account_id, Share.revoked_at.is_(None))):
-            share.revoked_at, share.revoked_by = now, principal.label
         erasure = Erasure(id=_receipt_id(), scope="account", account_id=account_id, requested_at=now,
                           requested_by=principal.label)
         s.add(erasure)

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from consent.decision import Action, Decision, Principal, decide
 from consent.sensitivity import Rule, examine
 from gateway.ops import audit
+from gateway.ops.metrics import INGEST, INGEST_BYTES
 from gateway.identity.accounts import load_account_ref
 from gateway.db import Database
 from gateway.db.engine import WriterBusy
@@ -129,8 +130,6 @@ class IngestService:
         Each file succeeds or fails on its own (a STOW-RS response lists
         both); the batch shares one consent read and one index commit.
         """
-        from gateway.ops.metrics import INGEST, INGEST_BYTES
-
         results: list[IngestResult | None] = [None] * len(files)
         items: list[_Item] = []
         for i, (fp, size) in enumerate(files):

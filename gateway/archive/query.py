@@ -7,9 +7,14 @@ Everything runs as SQL on indexed columns of the index; no object is opened.
 Results are plain ``{keyword: value}`` dicts; each adapter encodes them
 (DICOM JSON for QIDO, a pydicom Dataset for C-FIND).
 
-Consent: one decision per query (READ); studies labelled sensitive are
-filtered out unless the grant carries the sensitive flag; deleted studies are
-never returned.
+Each adapter builds its :class:`Query` through a named constructor:
+``Query.from_qido`` (QIDO-RS parameters) and ``Query.from_identifier`` (a
+C-FIND identifier, PATIENT level included: it runs at study level and
+:meth:`QueryService.matches` folds the matches to one per patient).
+
+Consent: one decision per query (READ, ``consent.decision.require``); which
+studies it lets the caller see is ``consent.decision.study_filter`` (never
+deleted ones; sensitive ones only with the sensitive flag).
 """
 
 from __future__ import annotations
@@ -17,26 +22,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Iterable, Iterator
 
+from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.multival import MultiValue
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from consent.decision import Action, Principal
-from gateway.archive.access import NotVisible, require  # noqa: F401  (NotVisible re-exported for adapters)
+from consent.decision import Action, Decision, Principal, require, study_filter
+from consent.errors import NotPermitted, NotVisible  # noqa: F401  (NotVisible re-exported for adapters)
 from gateway.db import Database
-from gateway.db.models import Instance, Patient, Series, Study
+from gateway.db.models import Account, Instance, Patient, Series, Study
 from gateway.dicom.part10 import normalise_name
-from gateway.numbers import INT32_MAX, INT32_MIN, NumberError, parse_int
 from gateway.dicom.uids import is_valid_uid
+from gateway.errors import Invalid
+from gateway.numbers import INT32_MAX, INT32_MIN, INT64_MAX, NumberError, parse_int
 
 LEVELS = ("study", "series", "instance")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
 
-class QueryError(ValueError):
+class QueryError(Invalid, ValueError):
     """The query cannot be run as asked (400 / 0xA900 / 0xC000)."""
 
 
@@ -88,6 +96,18 @@ DEFAULT_RETURN = {
 _LEVEL_RANK = {"study": 0, "series": 1, "instance": 2}
 
 
+#: DICOM Query/Retrieve level -> query level (PATIENT runs at study level, folded per patient)
+QR_LEVELS = {"PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
+PATIENT_KEYS = {"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex"}
+#: returned at PATIENT level, summed over the patient's matching studies
+PATIENT_COUNTS = {"NumberOfPatientRelatedStudies": None,
+                  "NumberOfPatientRelatedSeries": "NumberOfStudyRelatedSeries",
+                  "NumberOfPatientRelatedInstances": "NumberOfStudyRelatedInstances"}
+#: identifier elements that are never matching or return keys of their own
+_QR_CONTROL = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
+_QIDO_CONTROL = {"includefield", "fuzzymatching", "limit", "offset"}
+
+
 @dataclass
 class Query:
     level: str
@@ -99,6 +119,101 @@ class Query:
     fuzzy: bool = False
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    #: C-FIND: the Query/Retrieve level asked (PATIENT folds the matches per patient) ...
+    qr_level: str | None = None
+    #: ... and the identifier's keys, keyword (or hex tag) -> (tag, VR, matching value or None), to answer
+    requested: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
+
+    @classmethod
+    def from_qido(cls, level: str, params: Iterable[tuple[str, str]], study_uid: str | None = None,
+                  series_uid: str | None = None) -> "Query":
+        """QIDO-RS query parameters (name, value) in request order: includefield, fuzzymatching,
+        limit, offset, and attribute=value matches."""
+        pairs = list(params)
+        q = cls(level=level, study_uid=study_uid, series_uid=series_uid)
+        for name, value in pairs:
+            if name != "includefield":
+                continue
+            for item in value.split(","):
+                item = item.strip()
+                if not item:
+                    continue
+                if item.lower() == "all":
+                    q.include_all = True
+                else:
+                    q.include.add(keyword_of(item))
+        for name, value in pairs:
+            if name not in _QIDO_CONTROL:
+                q.filters[keyword_of(name)] = value
+        first = {}
+        for name, value in pairs:
+            first.setdefault(name, value)
+        fuzzy = first.get("fuzzymatching", "false").lower()
+        if fuzzy not in ("true", "false"):
+            raise QueryError("fuzzymatching must be true or false")
+        q.fuzzy = fuzzy == "true"
+        try:
+            q.limit = parse_int(first.get("limit"), "limit", minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT)  # type: ignore[assignment]
+            q.offset = parse_int(first.get("offset"), "offset", minimum=0, maximum=INT64_MAX, default=0)  # type: ignore[assignment]
+        except NumberError as exc:
+            raise QueryError(str(exc)) from None
+        return q
+
+    @classmethod
+    def from_identifier(cls, identifier: Dataset, *, patient_root: bool) -> "Query":
+        """A C-FIND identifier: its level, matching keys (keys this server cannot match are ignored
+        for matching and answered empty) and return keys. QueryError when it does not fit the model."""
+        qr_level = query_retrieve_level(identifier, patient_root=patient_root)
+        keys = _identifier_keys(identifier)
+        level = QR_LEVELS[qr_level]
+        filters = {k: v for k, (_, _, v) in keys.items() if v and v != "*" and _matchable(k, level, qr_level)}
+        include = {k for k in keys if k in ATTRIBUTES and _LEVEL_RANK[ATTRIBUTES[k][0]] <= _LEVEL_RANK[level]}
+        include |= {src for k, src in PATIENT_COUNTS.items() if k in keys and src}
+        if qr_level == "PATIENT":
+            include |= {"PatientID", "PatientName"}
+        return cls(level=level, filters=filters, include=include, limit=MAX_LIMIT, qr_level=qr_level,
+                   requested=keys)
+
+
+def query_retrieve_level(identifier: Dataset, *, patient_root: bool) -> str:
+    """The identifier's QueryRetrieveLevel, checked against the information model (Patient / Study Root)."""
+    try:
+        level = str(identifier.get("QueryRetrieveLevel") or "").strip().upper()
+    except Exception as exc:  # pydicom decodes lazily
+        raise QueryError(f"cannot decode the identifier: {exc}") from None
+    allowed = ("PATIENT", "STUDY", "SERIES", "IMAGE") if patient_root else ("STUDY", "SERIES", "IMAGE")
+    if level not in allowed:
+        raise QueryError(f"QueryRetrieveLevel {level or '(none)'} is not one of {'/'.join(allowed)}")
+    return level
+
+
+def _identifier_keys(identifier: Dataset) -> dict[str, tuple[int, str, str | None]]:
+    """keyword (or hex tag) -> (tag, VR, matching value, or None for a return-only key)."""
+    out: dict[str, tuple[int, str, str | None]] = {}
+    try:
+        for elem in identifier:
+            if elem.tag.element == 0 or elem.keyword in _QR_CONTROL:
+                continue
+            name = elem.keyword or f"{int(elem.tag):08X}"
+            text: str | None = None
+            if elem.VR != "SQ" and elem.value is not None and not isinstance(elem.value, bytes):
+                value = elem.value
+                text = ("\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)).strip()
+            out[name] = (int(elem.tag), elem.VR, text or None)
+    except Exception as exc:
+        raise QueryError(f"cannot decode the identifier: {exc}") from None
+    return out
+
+
+def _matchable(keyword: str, level: str, qr_level: str) -> bool:
+    if keyword not in ATTRIBUTES:
+        return False
+    attr_level, column, _ = ATTRIBUTES[keyword]
+    if column is None and keyword != "ModalitiesInStudy":
+        return False  # computed (counts): returned, never matched
+    if qr_level == "PATIENT":
+        return keyword in PATIENT_KEYS
+    return _LEVEL_RANK[attr_level] <= _LEVEL_RANK[level]
 
 
 def keyword_of(name: str) -> str:
@@ -152,12 +267,59 @@ class QueryService:
                 raise QueryError(f"{uid[:70]!r} is not a valid UID")
         with self.db.session() as s:
             decision = require(s, principal, Action.READ, account_id)
-            stmt = self._statement(account_id, q, decision.sensitive_ok)
+            stmt = self._statement(decision, q)
             rows = s.execute(stmt.limit(q.limit).offset(q.offset)).all()
             return self._results(s, q, rows)
 
+    def matches(self, principal: Principal, account_id: str, q: Query) -> Iterator[dict[str, Any]]:
+        """Every match, MAX_LIMIT per search; a PATIENT-level query (``qr_level``) folded to one
+        result per patient (PatientID + PatientName) with the patient counts summed.
+
+        Lazy: the consent decision and the query's validity are known at the first ``next()``.
+        """
+        if q.qr_level == "PATIENT":
+            yield from self._patients(principal, account_id, q)
+            return
+        offset = 0
+        while True:
+            page_q = Query(level=q.level, filters=q.filters, include=q.include, limit=MAX_LIMIT, offset=offset)
+            page = self.search(principal, account_id, page_q)
+            yield from page
+            if len(page) < MAX_LIMIT:
+                return
+            offset += MAX_LIMIT
+
+    def _patients(self, principal: Principal, account_id: str, q: Query) -> list[dict[str, Any]]:
+        study_q = Query(level="study", filters=q.filters, include=q.include, limit=MAX_LIMIT)
+        patients: dict[tuple, dict] = {}
+        for row in self.matches(principal, account_id, study_q):
+            key = (row.get("PatientID"), row.get("PatientName"))
+            p = patients.get(key)
+            if p is None:
+                p = patients[key] = {k: row.get(k) for k in PATIENT_KEYS}
+                p.update({k: 0 for k in PATIENT_COUNTS})
+            p["NumberOfPatientRelatedStudies"] += 1
+            for k, src in PATIENT_COUNTS.items():
+                if src:
+                    p[k] += row.get(src) or 0
+        return list(patients.values())
+
+    def studies_of_patients(self, principal: Principal, account_id: str, patient_ids: list[str]) -> list[str]:
+        """The Study Instance UIDs the caller may see of these patients (a PATIENT-level retrieve)."""
+        out: list[str] = []
+        for pid in patient_ids:
+            q = Query(level="study", filters={"PatientID": pid}, include={"StudyInstanceUID"}, limit=MAX_LIMIT)
+            out += [row["_study_uid"] for row in self.matches(principal, account_id, q)]
+        return out
+
+    def retrieve_ae_title(self, account_id: str) -> str:
+        """The account's AE title (C-FIND's RetrieveAETitle); empty for no such account."""
+        with self.db.session() as s:
+            return s.scalar(select(Account.ae_title).where(Account.id == account_id,
+                                                           Account.deleted_at.is_(None))) or ""
+
     # -- SQL ---------------------------------------------------------------
-    def _statement(self, account_id: str, q: Query, sensitive_ok: bool) -> Select:
+    def _statement(self, decision: Decision, q: Query) -> Select:
         cols: list[Any] = [Study, Patient]
         if q.level in ("series", "instance"):
             cols.append(Series)
@@ -169,10 +331,7 @@ class QueryService:
         if q.level == "instance":
             stmt = stmt.join(Instance, Instance.series_pk == Series.id)
         # patients.account_id too, so patient searches use the (account_id, ...) indexes
-        stmt = stmt.where(Study.account_id == account_id, Patient.account_id == account_id,
-                          Study.deleted_at.is_(None))
-        if not sensitive_ok:
-            stmt = stmt.where(Study.sensitive.is_(False))
+        stmt = stmt.where(study_filter(decision), Patient.account_id == decision.account_id)
         if q.study_uid:
             stmt = stmt.where(Study.study_uid == q.study_uid)
         if q.series_uid:
@@ -337,12 +496,10 @@ def visible_studies(s: Session, principal: Principal, account_id: str) -> list[d
     """The studies the caller may see (same query and sensitivity filter as GET .../studies)."""
     try:
         decision = require(s, principal, Action.READ, account_id)
-    except (NotVisible, PermissionError):
+    except (NotVisible, NotPermitted):
         return []
     q = (select(Study, Patient).join(Patient, Patient.id == Study.patient_pk)
-         .where(Study.account_id == account_id, Study.deleted_at.is_(None)).order_by(Study.id.desc()).limit(500))
-    if not decision.sensitive_ok:
-        q = q.where(Study.sensitive.is_(False))
+         .where(study_filter(decision)).order_by(Study.id.desc()).limit(500))
     rows = s.execute(q).all()
     pks = [r[0].id for r in rows]
     counts = dict(s.execute(select(Series.study_pk, func.count(Instance.id))

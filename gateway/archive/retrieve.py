@@ -1,31 +1,38 @@
 """The one door out: WADO-RS, C-GET and C-MOVE all retrieve through here.
 
 ``select`` asks the consent decision (READ) once per request, resolves the
-study / series / instance the caller named to index rows (never showing
-deleted studies, nor sensitive ones without the sensitive flag), and
-``open`` streams an object's bytes exactly as stored. What may not be seen
-is reported exactly like what does not exist.
+study / series / instance the caller named to index rows (the studies
+``consent.decision.study_filter`` lets the caller see: never deleted ones, nor
+sensitive ones without the sensitive flag), and ``open`` streams an object's
+bytes exactly as stored. What may not be seen is reported exactly like what
+does not exist.
+
+Audit: ``retrieval`` (WADO-RS) selects and, once the caller's answer is
+built, records one audit entry per study; C-GET / C-MOVE ``select`` and
+``record`` the instances they actually handed over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 
-from consent.decision import Action, Principal
-from gateway.ops import audit
-from gateway.archive.access import require
+from consent.decision import (Action, Principal, Reason, decide_destination, provider_by_ae, require, study_filter,
+                              withheld_filter)
+from gateway import errors
+from gateway.archive.query import QueryError
 from gateway.db import Database
 from gateway.db.models import Instance, Series, Study
-from gateway.archive.query import QueryError
-from storage import ObjectStore
 from gateway.dicom.uids import is_valid_uid
+from gateway.ops import audit
+from storage import ObjectStore
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound, LookupError):
     """Nothing the caller may see matches (404 / no sub-operations)."""
 
 
@@ -47,8 +54,25 @@ class InstanceRef:
 @dataclass(frozen=True)
 class Selection:
     instances: list[InstanceRef]
-    #: studies that matched but were withheld as sensitive (for C-GET's error comment)
+    #: when nothing the caller may see matched: how many studies matched but were withheld as
+    #: sensitive (for C-GET's error comment); 0 otherwise
     withheld_sensitive: int = 0
+
+
+@dataclass
+class Retrieval:
+    """A selection on its way to the caller; its audit entries are written when the answer is built.
+
+    ``detail`` may be amended until then (what exactly was asked for).
+    """
+
+    selection: Selection
+    how: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instances(self) -> list[InstanceRef]:
+        return self.selection.instances
 
 
 class RetrieveService:
@@ -67,39 +91,53 @@ class RetrieveService:
                 raise QueryError(f"{uid[:70]!r} is not a valid UID")
         with self.db.session() as s:
             decision = require(s, principal, Action.READ, account_id)
+            named = []
+            if study_uid:
+                named.append(Study.study_uid == study_uid)
+            if study_uids:
+                named.append(Study.study_uid.in_(study_uids))
+            if series_uid:
+                named.append(Series.series_uid == series_uid)
+            if series_uids:
+                named.append(Series.series_uid.in_(series_uids))
+            if sop_uid:
+                named.append(Instance.sop_uid == sop_uid)
+            if sop_uids:
+                named.append(Instance.sop_uid.in_(sop_uids))
             stmt = (
-                select(Instance, Series.series_uid, Study.study_uid, Study.sensitive)
+                select(Instance, Series.series_uid, Study.study_uid)
                 .join(Series, Series.id == Instance.series_pk)
                 .join(Study, Study.id == Series.study_pk)
-                .where(Study.account_id == account_id, Study.deleted_at.is_(None))
+                .where(study_filter(decision), *named)
+                .order_by(Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id)
             )
-            if study_uid:
-                stmt = stmt.where(Study.study_uid == study_uid)
-            if study_uids:
-                stmt = stmt.where(Study.study_uid.in_(study_uids))
-            if series_uid:
-                stmt = stmt.where(Series.series_uid == series_uid)
-            if series_uids:
-                stmt = stmt.where(Series.series_uid.in_(series_uids))
-            if sop_uid:
-                stmt = stmt.where(Instance.sop_uid == sop_uid)
-            if sop_uids:
-                stmt = stmt.where(Instance.sop_uid.in_(sop_uids))
-            stmt = stmt.order_by(Study.id, Series.series_number, Series.id, Instance.instance_number, Instance.id)
-            refs, withheld = [], set()
-            for inst, series_uid_, study_uid_, sensitive in s.execute(stmt):
-                if sensitive and not decision.sensitive_ok:
-                    withheld.add(study_uid_)
-                    continue
-                refs.append(InstanceRef(
-                    account_id=account_id, study_uid=study_uid_, series_uid=series_uid_, sop_uid=inst.sop_uid,
-                    sop_class_uid=inst.sop_class_uid, transfer_syntax_uid=inst.transfer_syntax_uid,
-                    object_key=inst.object_key, size=inst.size, number_of_frames=inst.number_of_frames,
-                    rows=inst.rows, columns=inst.columns,
-                ))
+            refs = [InstanceRef(
+                account_id=account_id, study_uid=study_uid_, series_uid=series_uid_, sop_uid=inst.sop_uid,
+                sop_class_uid=inst.sop_class_uid, transfer_syntax_uid=inst.transfer_syntax_uid,
+                object_key=inst.object_key, size=inst.size, number_of_frames=inst.number_of_frames,
+                rows=inst.rows, columns=inst.columns,
+            ) for inst, series_uid_, study_uid_ in s.execute(stmt)]
+            withheld = 0
+            if not refs and not decision.sensitive_ok:  # say why nothing came: it is all sensitive
+                withheld = s.scalar(
+                    select(func.count(distinct(Study.id))).select_from(Instance)
+                    .join(Series, Series.id == Instance.series_pk).join(Study, Study.id == Series.study_pk)
+                    .where(withheld_filter(decision), *named)) or 0
         if require_any and not refs:
             raise NotFound("no such study, series or instance")
-        return Selection(refs, len(withheld))
+        return Selection(refs, withheld)
+
+    @contextlib.contextmanager
+    def retrieval(
+        self, principal: Principal, account_id: str, how: str, detail: dict[str, Any] | None,
+        study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+    ) -> Iterator[Retrieval]:
+        """``select`` for a caller about to be answered: when the block ends normally (the answer is
+        built), one audit entry per study is written ("study.<how>"); a refusal inside writes none."""
+        retrieval = Retrieval(self.select(principal, account_id, study_uid, series_uid, sop_uid), how,
+                              dict(detail or {}))
+        yield retrieval
+        self.record(principal, account_id, retrieval.instances, retrieval.how, retrieval.detail)
 
     def open(self, ref: InstanceRef, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         return self.store.open(ref.object_key, start, end)
@@ -138,10 +176,6 @@ class RetrieveService:
         account's images to a third party the holder never authorised would
         bypass the holder's consent.
         """
-        from consent.decision import decide
-        from consent.providers import provider_by_ae
-        from gateway.identity.accounts import account_ref, get_account
-
         ae = (ae or "").strip()
         with self.db.session() as s:
             provider = provider_by_ae(s, ae)
@@ -149,18 +183,15 @@ class RetrieveService:
                 return None, f"move destination {ae!r} is not a registered provider"
             if not provider.host or not provider.port:
                 return None, f"move destination {ae!r} has no host and port"
-            if provider.id == principal.id:
-                return (provider.host, provider.port), ""
-            dest = Principal.for_provider(provider)
             study_uids = sorted({r.study_uid for r in refs})
-            sensitive = bool(study_uids) and bool(s.scalar(
+            sensitive = provider.id != principal.id and bool(study_uids) and bool(s.scalar(
                 select(Study.id).where(Study.account_id == account_id, Study.study_uid.in_(study_uids),
                                        Study.sensitive.is_(True)).limit(1)
             ))
-            decision = decide(s, dest, Action.READ, account_ref(get_account(s, account_id)), sensitive=sensitive)
+            decision = decide_destination(s, principal, provider, account_id, sensitive=sensitive)
             if not decision.allowed:
-                reason = ("destination's link lacks the sensitive flag" if decision.visible and sensitive
-                          and "sensitive" in decision.reason else "destination has no consent for this account")
+                reason = ("destination's link lacks the sensitive flag" if decision.code is Reason.SENSITIVE
+                          else "destination has no consent for this account")
                 return None, reason
             return (provider.host, provider.port), ""
 

@@ -5,20 +5,31 @@ from __future__ import annotations
 import secrets
 import string
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from consent.decision import AccountRef, Principal
-from consent.providers import ConsentError, validate_ae_title
-from gateway.ops import audit
-from gateway.identity.credentials import NO_PASSWORD, PasswordError, hash_password
+from consent.decision import AccountRef, Principal, in_force, load_account
+from consent.errors import ConsentError
+from consent.models import Share
+from consent.providers import validate_ae_title
 from gateway.db.base import utcnow
 from gateway.db.models import Account, User
+from gateway.errors import Conflict, Invalid, NotFound
+from gateway.identity.credentials import NO_PASSWORD, PasswordError, hash_password
+from gateway.ops import audit
 
 
-class AccountError(ValueError):
-    """An account or user operation that cannot be done (bad input, unknown id, clash)."""
+class AccountError(Invalid, ValueError):
+    """An account or user operation that cannot be done: bad input (this class), unknown id, clash."""
+
+
+class UnknownAccount(AccountError, NotFound):
+    """No such account (or user): 404."""
+
+
+class AccountClash(AccountError, Conflict):
+    """The email or AE title is already taken: 409."""
 
 
 def normalise_email(email: str) -> str:
@@ -39,7 +50,7 @@ def create_user(session: Session, email: str, password: str) -> User:
         raise AccountError(str(exc)) from None
     user = session.scalar(select(User).where(User.email == email))
     if user is not None and has_password(user):
-        raise AccountError(f"a user with email {email} already exists")
+        raise AccountClash(f"a user with email {email} already exists")
     if user is None:
         user = User(id=f"usr_{secrets.token_hex(8)}", email=email, created_at=utcnow())
         session.add(user)
@@ -83,7 +94,7 @@ def create_account(session: Session, owner: User, ae_title: str | None, *, actor
         except ConsentError as exc:
             raise AccountError(str(exc)) from None
         if session.scalar(select(Account).where(Account.ae_title == ae)) is not None:
-            raise AccountError(f"AE title {ae} is already used by another account")
+            raise AccountClash(f"AE title {ae} is already used by another account")
     else:
         ae = _random_ae()
         while session.scalar(select(Account).where(Account.ae_title == ae)) is not None:
@@ -93,7 +104,7 @@ def create_account(session: Session, owner: User, ae_title: str | None, *, actor
     try:
         session.flush()
     except IntegrityError:
-        raise AccountError(f"AE title {ae} is already used by another account") from None
+        raise AccountClash(f"AE title {ae} is already used by another account") from None
     audit.record(session, account_id=account.id, actor=actor, action="account.created",
                  detail={"ae_title": ae, "owner": owner.email})
     return account
@@ -119,13 +130,8 @@ def account_ref(account: Account | None) -> AccountRef | None:
     return AccountRef(account.id, account.owner_id, account.deleted_at is not None)
 
 
-_ACCOUNT_REF = select(Account.id, Account.owner_id, Account.deleted_at).where(Account.id == bindparam("id"))
-
-
-def load_account_ref(session: Session, account_id: str) -> AccountRef | None:
-    """What the consent decision needs of an account, without loading the ORM object (ingest hot path)."""
-    row = session.connection().execute(_ACCOUNT_REF, {"id": account_id}).first()
-    return None if row is None else AccountRef(row.id, row.owner_id, row.deleted_at is not None)
+#: what the consent decision needs of an account, without loading the ORM object (ingest hot path)
+load_account_ref = load_account
 
 
 def list_accounts(session: Session) -> list[Account]:
@@ -145,14 +151,12 @@ def account_view(session: Session, account: Account, base_url: str) -> dict:
 
 def my_accounts(s: Session, principal: Principal, base_url: str) -> list[dict]:
     """Accounts the user owns or holds a share in force on (same rule as GET /api/v1/accounts)."""
-    from consent.models import Share
-
     now = utcnow()
     owned = s.scalars(select(Account).where(Account.owner_id == principal.id, Account.deleted_at.is_(None))
                       .order_by(Account.created_at))
     out = [{**account_view(s, a, base_url), "role": "owner", "sensitive": True} for a in owned]
     for share in s.scalars(select(Share).where(Share.user_id == principal.id, Share.revoked_at.is_(None))):
-        if share.expires_at is not None and share.expires_at <= now:
+        if not in_force(share, now):
             continue
         acc = get_account(s, share.account_id)
         if acc is not None:

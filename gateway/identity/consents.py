@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from consent import links as links_mod
 from consent import providers as providers_mod
 from consent import shares as shares_mod
+from consent.decision import in_force
+from consent.errors import AlreadyDone, ConsentError, UnknownParty
 from consent.models import Link, Provider, Share
-from consent.providers import ConsentError
-from gateway.ops import audit
-from gateway.identity.accounts import AccountError, get_account, user_for_share
-from gateway.identity.credentials import issue_token
 from gateway.db.models import User
+from gateway.identity.accounts import UnknownAccount, get_account, user_for_share
+from gateway.identity.credentials import issue_token
+from gateway.ops import audit
 
 
 def parse_expiry(value: str | None) -> datetime | None:
@@ -64,7 +65,7 @@ def remove_provider(s: Session, provider_id: str, *, actor: str) -> dict:
 def issue_provider_token(s: Session, provider_id: str) -> dict:
     provider = s.get(Provider, provider_id)
     if provider is None or provider.removed_at is not None:
-        raise ConsentError(f"no provider {provider_id}")
+        raise UnknownParty(f"no provider {provider_id}")
     token, row = issue_token(s, provider_id=provider.id)
     return {"provider": provider.id, "token": token, "expires": _iso(row.expires_at)}
 
@@ -77,13 +78,13 @@ def link_view(s: Session, link: Link) -> dict:
         "push": link.push, "pull": link.pull, "sensitive": link.sensitive,
         "expires": _iso(link.expires_at), "created": _iso(link.created_at), "created_by": link.created_by,
         "revoked": _iso(link.revoked_at), "revoked_by": link.revoked_by,
-        "in_force": links_mod.link_in_force(link),
+        "in_force": in_force(link),
     }
 
 
 def _require_account(s: Session, account_id: str) -> None:
     if get_account(s, account_id) is None:
-        raise AccountError(f"no account {account_id}")
+        raise UnknownAccount(f"no account {account_id}")
 
 
 def create_link(
@@ -120,7 +121,7 @@ def share_view(s: Session, share: Share) -> dict:
         "id": share.id, "account": share.account_id, "email": user.email if user else None,
         "role": share.role, "sensitive": share.sensitive, "expires": _iso(share.expires_at),
         "created": _iso(share.created_at), "revoked": _iso(share.revoked_at),
-        "in_force": share.revoked_at is None and (share.expires_at is None or share.expires_at > datetime.now(timezone.utc)),
+        "in_force": in_force(share),
     }
 
 
@@ -132,7 +133,7 @@ def grant_share(
     user = user_for_share(s, email)  # an unknown email is not refused: that would reveal who is a user
     account = get_account(s, account_id)
     if account is not None and account.owner_id == user.id:
-        raise ConsentError("the owner already has full access to the account")
+        raise AlreadyDone("the owner already has full access to the account")
     share = shares_mod.grant_share(
         s, account_id=account_id, user_id=user.id, role=role, sensitive=sensitive,
         expires_at=parse_expiry(expires), actor=actor,
