@@ -177,12 +177,10 @@ def tls_context(settings) -> ssl.SSLContext | None:  # type: ignore[no-untyped-d
 
 
 class DimseServer:
-    """The running SCP: ``start()`` binds and serves in a thread, ``stop()`` closes.
+    """The running SCP of a DIMSE worker: ``start()`` serves on ``listener`` (the
+    listening socket ``serve`` shares with its workers) in a thread, ``stop()`` drains and closes."""
 
-    With ``listener`` (a DIMSE worker process) it serves on that inherited socket.
-    """
-
-    def __init__(self, services: Services, listener: socket.socket | None = None) -> None:
+    def __init__(self, services: Services, listener: socket.socket) -> None:
         self.services = services
         self.listener = listener
         self.ae = build_ae(services)
@@ -204,9 +202,8 @@ class DimseServer:
         ]
         limits = PduLimits(max_associate_rq=s.max_associate_rq_bytes, max_pdata=s.max_pdu_size)
         self.server = self.ae.make_server(
-            (s.host, s.dicom_port), evt_handlers=handlers, ssl_context=tls_context(s),
-            server_class=deferred_handshake(ThreadedAssociationServer if self.listener is None
-                                            else adopting_server(self.listener)),
+            self.listener.getsockname()[:2], evt_handlers=handlers, ssl_context=tls_context(s),
+            server_class=deferred_handshake(adopting_server(self.listener)),
             request_handler=request_handler(_admit(self.services, self.gate), self.gate, limits,
                                             handshake_timeout=s.association_request_timeout),
         )
