@@ -113,6 +113,7 @@ PRIVATE_ATTRIBUTES = {
     "pynetdicom.ae.ApplicationEntity": ("_servers",),
     "pynetdicom.association.Association": ("_server", "_dul_ready", "_kill", "_reactor_checkpoint", "_is_paused"),
     "pynetdicom.dul.DULServiceProvider": ("_kill_thread", "_idle_timer", "_recv_pdu"),
+    "pynetdicom.transport.AssociationSocket": ("_is_connected",),
 }
 
 LOGGER = logging.getLogger("pynetdicom.dul")

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import inspect
 import re
+import socket
 from pathlib import Path
 
 import pynetdicom
@@ -14,6 +15,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import AssociationSocket
 
 from scp import compat
 
@@ -53,13 +55,17 @@ def test_each_copied_body_is_still_the_one_upstream(name):
 def test_each_private_attribute_is_still_created_upstream():
     ae = AE()
     assoc = Association(ae, "acceptor")
+    ours, theirs = socket.socketpair()
     found = {"pynetdicom.ae.ApplicationEntity": ae, "pynetdicom.association.Association": assoc,
-             "pynetdicom.dul.DULServiceProvider": assoc.dul}
+             "pynetdicom.dul.DULServiceProvider": assoc.dul,
+             "pynetdicom.transport.AssociationSocket": AssociationSocket(assoc, client_socket=ours)}
+    theirs.close()
     assert set(compat.PRIVATE_ATTRIBUTES) == set(found)
     for cls, attrs in compat.PRIVATE_ATTRIBUTES.items():
         assert isinstance(found[cls], upstream(cls))
         for attr in attrs:
             assert hasattr(found[cls], attr), f"{cls} no longer has {attr}"
+    ours.close()
 
 
 def test_the_threads_run_method_is_ours_to_override():
