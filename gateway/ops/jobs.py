@@ -19,8 +19,10 @@ from consent.history import record_event
 from consent.links import link_snapshot
 from consent.models import ConsentEvent, Link, Provider, Share
 from consent.shares import share_snapshot
+from gateway.archive.erasure import purge
 from gateway.db.base import utcnow
 from gateway.db.models import Instance
+from gateway.ops.usage import aggregate_usage
 from gateway.runtime.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,14 +30,10 @@ JOB_NAMES = ("purge", "aggregate-usage", "expire-consents", "reconcile")
 
 
 def run_purge(svc: Services, **_: object) -> dict:
-    from gateway.archive.erasure import purge
-
     return purge(svc.db, svc.store)
 
 
 def run_aggregate_usage(svc: Services, **_: object) -> dict:
-    from gateway.ops.usage import aggregate_usage
-
     return aggregate_usage(svc.db, retention_days=svc.settings.usage_retention_days)
 
 
