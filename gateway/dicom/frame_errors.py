@@ -3,14 +3,15 @@
 :class:`FrameError` is a ``ValueError`` whose message can be put in an HTTP
 400 body; :class:`FrameOutOfRange` is a frame number the instance does not
 have (404 by PS3.18); :class:`FrameTooLarge` is decoding that would need more
-pixels than ``max_pixels`` (422). The bounds' defaults are the settings'
-defaults, for callers without settings (the HTTP layer passes the configured
-ones).
+pixels than ``max_pixels`` (422). The bounds' defaults are for callers
+without settings (the HTTP layer passes the configured ones); they equal the
+defaults of ``max_render_pixels`` and ``max_frames_per_request`` in
+gateway/runtime/settings.py, which this module does not import (the DICOM
+code sits below the runtime): tests/unit/gateway/dicom/test_frame_errors.py
+keeps the two equal.
 """
 
 from __future__ import annotations
-
-from gateway.runtime.settings import Settings
 
 __all__ = [
     "FrameError", "FrameOutOfRange", "FrameDecodeError", "FrameListRefused", "FrameTooLarge",
@@ -39,7 +40,7 @@ class FrameTooLarge(FrameError):
 
 
 #: the defaults of the bounds, for callers without settings (the HTTP layer passes the configured ones)
-DEFAULT_MAX_PIXELS: int = Settings.max_render_pixels
-DEFAULT_MAX_FRAMES: int = Settings.max_frames_per_request
+DEFAULT_MAX_PIXELS: int = 40_000_000
+DEFAULT_MAX_FRAMES: int = 256
 #: the largest frame number there can be: Number of Frames is an IS (PS3.5 6.2)
 MAX_FRAME_NUMBER = 2**31 - 1
