@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 
+import pytest
 from sqlalchemy import select
 
+from consent import links, shares
 from consent.decision import Principal
-from gateway.identity.accounts import create_account, create_user
+from consent.models import ConsentEvent, Link, Share
+from consent.providers import add_provider
+from gateway.archive.erasure import (ErasureForbidden, ErasureNotFound, delete_account, delete_study, purge,
+                                     receipt)
 from gateway.db.models import AuditEntry, Erasure, Instance, Study
-from gateway.archive.erasure import delete_account, delete_study, purge, receipt
+from gateway.errors import Forbidden, NotFound, classify
+from gateway.identity.accounts import create_account, create_user
 from tests.support.data import uids, variant
 
 
@@ -97,3 +104,49 @@ def test_instance_arriving_while_its_study_is_deleted_is_not_acknowledged(servic
     with services.db.session() as s:
         assert uids(late)[2] not in [i.sop_uid for i in s.scalars(select(Instance))]
     assert not [k for k in services.store.iter_keys("") if uids(late)[2] in k]
+
+
+def test_deleting_an_account_revokes_its_links_and_shares_through_consent(services):
+    """Each link and share ends with a "revoked" consent_events row naming who deleted the account."""
+    with services.db.session(write=True) as s:
+        owner = create_user(s, "holder@example.org", "password")
+        friend = create_user(s, "friend@example.org", "password")
+        acc = create_account(s, owner, None, actor="t")
+        prv = add_provider(s, name="P", ae_title="PACSDEL", networks=[], host=None, port=None, actor="t")
+        ln = links.create_link(s, account_id=acc.id, provider_id=prv.id, push=True, pull=True, sensitive=False,
+                               expires_at=None, actor="t")
+        sh = shares.grant_share(s, account_id=acc.id, user_id=friend.id, role="viewer", sensitive=False,
+                                expires_at=None, actor="t")
+        old = links.create_link(s, account_id=acc.id, provider_id=prv.id, push=True, pull=False, sensitive=False,
+                                expires_at=None, actor="t")
+        links.revoke_link(s, old.id, actor="earlier")
+    holder = Principal.for_user(owner.id, "holder@example.org")
+    delete_account(services.db, holder, acc.id)
+    with services.db.session() as s:
+        events = s.scalars(select(ConsentEvent).where(ConsentEvent.account_id == acc.id,
+                                                      ConsentEvent.change == "revoked")).all()
+        by_subject = {e.subject_id: e for e in events}
+        assert set(by_subject) == {ln.id, sh.id, old.id}
+        for subject in (ln.id, sh.id):
+            assert by_subject[subject].actor == "user:holder@example.org"
+            assert json.loads(by_subject[subject].snapshot)["revoked"] is not None
+        assert by_subject[old.id].actor == "earlier"  # revoked once, not again
+        assert s.get(Link, ln.id).revoked_by == s.get(Share, sh.id).revoked_by == "user:holder@example.org"
+
+
+def test_account_deletion_refusals_are_typed(services):
+    with services.db.session(write=True) as s:
+        owner = create_user(s, "own@example.org", "password")
+        editor = create_user(s, "ed@example.org", "password")
+        acc = create_account(s, owner, None, actor="t")
+        shares.grant_share(s, account_id=acc.id, user_id=editor.id, role="editor", sensitive=False,
+                           expires_at=None, actor="t")
+    with pytest.raises(ErasureForbidden, match="only the owner can delete the account") as refused:
+        delete_account(services.db, Principal.for_user(editor.id, "ed@example.org"), acc.id)
+    assert refused.value.status == 403 and classify(refused.value) is Forbidden
+    with pytest.raises(ErasureNotFound, match="no account acc_nope") as missing:
+        delete_account(services.db, Principal.operator(), "acc_nope")
+    assert missing.value.status == 404 and classify(missing.value) is NotFound
+    with pytest.raises(ErasureNotFound, match="no study 1.2.3"):
+        delete_study(services.db, Principal.for_user(editor.id, "ed@example.org"), acc.id, "1.2.3")
+    delete_account(services.db, Principal.operator(), acc.id)  # the operator may
