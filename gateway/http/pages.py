@@ -205,7 +205,7 @@ def _to_sign_in(_exc: _SignInNeeded) -> Response:
 
 @bp.errorhandler(HttpError)
 def _error_page(exc: HttpError) -> Response:
-    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 429: "Too many attempts"}
+    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Already done", 429: "Too many attempts"}
     resp = _page("error.html", exc.status, title=titles.get(exc.status, "Error"), message=exc.message)
     for k, v in (exc.headers or {}).items():
         if k.lower() != "www-authenticate" and isinstance(v, str):

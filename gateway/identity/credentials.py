@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,8 +72,6 @@ class VerifiedCredentials:
     """
 
     def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
-        import threading
-
         self.ttl, self.max_entries = ttl, max_entries
         self._secret = secrets.token_bytes(32)
         self._entries: dict[bytes, tuple[str, str, float]] = {}
