@@ -299,17 +299,13 @@ def _frames_response(sel: Selection, numbers: list[int]) -> Response:
     fp = svc.retrieve.file(ref)
     chunks: Iterable[bytes]
     try:
-        if want == stored_type:  # read one frame at a time as the response is sent
-            ts, chunks = iter_raw_frames(fp, numbers, settings.max_render_pixels)
-            ctype = f"{stored_type}; transfer-syntax={ts}"
-        else:
-            _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)
-            ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
-    except FrameOutOfRange as exc:
-        raise HttpError(404, str(exc)) from None
-    except FrameTooLarge as exc:
-        _refused("render_pixels")
-        raise HttpError(422, str(exc)) from None
+        with _pixel_refusals():
+            if want == stored_type:  # read one frame at a time as the response is sent
+                ts, chunks = iter_raw_frames(fp, numbers, settings.max_render_pixels)
+                ctype = f"{stored_type}; transfer-syntax={ts}"
+            else:
+                _, chunks = decoded_frames(fp, numbers, settings.max_render_pixels)
+                ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
     except FrameDecodeError as exc:
         raise HttpError(406, f"the stored frames cannot be decoded: {exc}") from None
     except FrameError as exc:
@@ -320,8 +316,20 @@ def _frames_response(sel: Selection, numbers: list[int]) -> Response:
 
 
 def _refused(kind: str) -> None:
-
     REFUSALS.labels(kind).inc()
+
+
+@contextlib.contextmanager
+def _pixel_refusals() -> Iterator[None]:
+    """What reading frames and rendering both refuse: 404 for a frame the instance lacks, 422 above
+    ``max_render_pixels`` (counted as a refusal)."""
+    try:
+        yield
+    except FrameOutOfRange as exc:
+        raise HttpError(404, str(exc)) from None
+    except FrameTooLarge as exc:
+        _refused("render_pixels")
+        raise HttpError(422, str(exc)) from None
 
 
 # ---------------------------------------------------------------- rendered
@@ -381,17 +389,12 @@ def _rendered_response(sel: Selection, mtype: str, frame: int, thumb: bool, view
     [ref] = sel.instances
     max_pixels = svc.settings.max_render_pixels
     try:
-        with svc.retrieve.file(ref) as fp:
+        with _pixel_refusals(), svc.retrieve.file(ref) as fp:
             if thumb:
                 image = thumbnail(fp, media_type=mtype, max_pixels=max_pixels)
             else:
                 image = render(fp, frame=frame, media_type=mtype, viewport=viewport, window=window,
                                quality=quality, max_pixels=max_pixels)
-    except FrameOutOfRange as exc:
-        raise HttpError(404, str(exc)) from None
-    except FrameTooLarge as exc:
-        _refused("render_pixels")
-        raise HttpError(422, str(exc)) from None
     except RenderError as exc:
         # no pixels, or pixels we cannot decode: that representation cannot be given
         raise HttpError(406, str(exc)) from None
