@@ -8,9 +8,11 @@ outcome to a status. The principal and the account come from the association
 policy (``event.assoc.dicomgate``).
 
 Information models: Patient Root and Study Root, FIND / GET / MOVE; levels
-PATIENT (Patient Root only), STUDY, SERIES, IMAGE. A PATIENT-level query runs
-at study level and answers one identifier per patient (PatientID +
-PatientName), with patient attributes only.
+PATIENT (Patient Root only), STUDY, SERIES, IMAGE. The query is built by
+``Query.from_identifier`` and run by ``QueryService.matches``: a PATIENT-level
+query runs at study level and answers one identifier per patient (PatientID +
+PatientName), with patient attributes only; this module only encodes each
+match as an identifier.
 
 C-FIND (PS3.4 C.4.1.1.4)
   0xFF00 pending, one per match, with the requested return keys filled (keys

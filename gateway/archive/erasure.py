@@ -1,8 +1,12 @@
 """Deletion: invisible at once, purged by the scheduler within ``purge_window``.
 
 ``delete_study`` / ``delete_account`` stamp ``deleted_at`` (every read path
-filters on it, so the data disappears from QIDO, WADO, DIMSE and pages on the
-next request) and file an :class:`Erasure` receipt. ``purge`` then removes
+filters on it through ``consent.decision.study_filter``, so the data
+disappears from QIDO, WADO, DIMSE and pages on the next request) and file an
+:class:`Erasure` receipt. Deleting an account also revokes each of its links
+and shares through ``consent.links`` / ``consent.shares``, so
+``consent_events`` records who ended them and when (until the purge erases
+the account's history with it). ``purge`` then removes
 the objects, the index rows and every trace that names the erased data:
 
 - objects under the study's / account's key prefix;
