@@ -17,10 +17,9 @@ import click
 
 from consent.decision import Principal
 from consent.errors import ConsentError
-from gateway.archive.erasure import ErasureError, delete_account
+from gateway.archive.erasure import delete_account
 from gateway.errors import ServiceError
 from gateway.identity import grants, users
-from gateway.identity.accounts import AccountError
 from gateway.ops.jobs import run_job
 from gateway.ops.stats import trend_statistics
 from gateway.runtime.services import Services
@@ -28,10 +27,9 @@ from gateway.runtime.settings import SettingsError, load_settings
 
 OPERATOR = "operator:cli"
 
-#: the services' refusals, each shown as one line on stderr with exit code 1 (README: "exit 1"); the
-#: kind (gateway.errors.classify) does not change the code, only a shell script could tell them apart
-REFUSALS: tuple[type[Exception], ...] = (ServiceError, ConsentError, AccountError, ValueError)
-EXIT_CODE = 1
+#: the services' refusals (every kind gateway.errors.classify knows, and bad values), each shown as
+#: one line on stderr with exit code 1 whatever its kind (README: "failures ... exit 1")
+REFUSALS: tuple[type[Exception], ...] = (ServiceError, ConsentError, ValueError)
 
 
 class Fail(click.ClickException):
@@ -64,8 +62,6 @@ def common(fn: Callable) -> Callable:
             raise Fail(str(exc)) from None
         try:
             return fn(*args, **kwargs)
-        except ErasureError as exc:  # carries an HTTP status and its message (gateway.archive.erasure)
-            raise Fail(exc.message) from None
         except REFUSALS as exc:
             raise Fail(str(exc)) from None
 

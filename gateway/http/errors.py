@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consent.errors import ConsentError
-from gateway.archive.erasure import ErasureError
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, TooMany, classify
-from gateway.identity.accounts import AccountError
 
 
 @dataclass
@@ -25,23 +23,16 @@ class HttpError(Exception):
 
 STATUS: dict[type[ServiceError], int] = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400, TooMany: 429}
 
-#: every refusal a service raises on purpose (what a form shows next to its fields)
-REFUSALS: tuple[type[Exception], ...] = (ServiceError, ConsentError, AccountError, ErasureError)
+#: every refusal a service raises on purpose (what a form shows next to its fields); the account,
+#: erasure and query refusals are service errors too
+REFUSALS: tuple[type[Exception], ...] = (ServiceError, ConsentError)
 
 
 def http_error(exc: BaseException) -> HttpError | None:
     """The answer to a service's refusal (429 with ``Retry-After``); None for anything else."""
-    if isinstance(exc, ErasureError):  # carries its status (gateway.archive.erasure)
-        return HttpError(exc.status, exc.message)
     kind = classify(exc)
-    if kind is None and isinstance(exc, AccountError):
-        kind = Invalid
     if kind is None:
         return None
-    if kind is Invalid and type(exc) in (ConsentError, AccountError) and str(exc).startswith("no "):
-        # TRANSITIONAL: consent/ and gateway.identity still raise some "no provider X" / "no account X"
-        # as plain ConsentError / AccountError; once they raise UnknownParty (consent.errors), delete this.
-        kind = NotFound
     headers: dict[str, str | list[str]] | None = (
         {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None)
     return HttpError(STATUS[kind], str(exc), headers)
