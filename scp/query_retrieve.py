@@ -67,12 +67,11 @@ comment. To answer "refused, zero sub-operations, with an Error Comment",
 
 from __future__ import annotations
 
-import io
+import contextlib
 import itertools
 import logging
 from typing import Any, Iterator
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
@@ -268,24 +267,16 @@ def _uid_list(identifier: Dataset, keyword: str) -> list[str]:
 def _sub_operations(event, services: Services, refs: list[InstanceRef], how: str,  # type: ignore[no-untyped-def]
                     detail: dict | None) -> Iterator[tuple[int, Any]]:
     verdict = event.assoc.dicomgate
-    handed: list[InstanceRef] = []
-    try:
-        for ref in refs:
-            if event.is_cancelled:
+    # closed with this generator (pynetdicom may stop early), so the audit is written at once
+    with contextlib.closing(services.retrieve.hand_over(verdict.principal, verdict.account_id, refs, how, detail,
+                                                        lambda: event.is_cancelled)) as items:
+        for item in items:
+            if item is None:
                 yield CANCEL, None
                 return
-            try:
-                ds = dcmread(io.BytesIO(services.retrieve.read(ref)))
-            except Exception as exc:
-                log.error("%s: cannot read %s (%s): %s", how, ref.sop_uid, ref.object_key, exc)
-                # not a Dataset: pynetdicom counts it as a failed sub-operation and goes on
-                yield PENDING, ref.sop_uid
-                continue
-            handed.append(ref)
-            yield PENDING, ds
-    finally:
-        if handed:
-            services.retrieve.record(verdict.principal, verdict.account_id, handed, how, detail)
+            ref, ds = item
+            # not a Dataset: pynetdicom counts it as a failed sub-operation and goes on
+            yield PENDING, ds if ds is not None else ref.sop_uid
 
 
 def _contexts(refs: list[InstanceRef]) -> list:

@@ -8,17 +8,21 @@ bytes exactly as stored. What may not be seen is reported exactly like what
 does not exist.
 
 Audit: ``retrieval`` (WADO-RS) selects and, once the caller's answer is
-built, records one audit entry per study; C-GET / C-MOVE ``select`` and
-``record`` the instances they actually handed over.
+built, records one audit entry per study; ``hand_over`` (C-GET / C-MOVE)
+reads each selected instance for a sub-operation and records, when it ends,
+one entry per study of the instances it actually handed over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from sqlalchemy import distinct, func, select
 
 from consent.decision import (Action, Principal, Reason, decide_destination, provider_by_ae, require, study_filter,
@@ -30,6 +34,8 @@ from gateway.db.models import Instance, Series, Study
 from gateway.dicom.uids import is_valid_uid
 from gateway.ops import audit
 from storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(errors.NotFound, LookupError):
@@ -165,6 +171,34 @@ class RetrieveService:
                 audit.record(s, account_id=account_id, actor=principal.label, action=f"study.{how}",
                              study_uid=study_uid, source=principal.source,
                              detail={"instances": n, **(detail or {})})
+
+    def hand_over(
+        self, principal: Principal, account_id: str, refs: list[InstanceRef], how: str, detail: dict | None,
+        cancelled: Callable[[], bool],
+    ) -> Iterator[tuple[InstanceRef, Dataset | None] | None]:
+        """Each ref with its data set for a C-STORE sub-operation (None: it cannot be read, logged);
+        a lone None when ``cancelled()`` holds before the next one, and nothing after it.
+
+        When the iteration ends (done, cancelled or closed), one audit entry per study of the
+        instances handed over ("study.<how>").
+        """
+        handed: list[InstanceRef] = []
+        try:
+            for ref in refs:
+                if cancelled():
+                    yield None
+                    return
+                try:
+                    ds = dcmread(io.BytesIO(self.read(ref)))
+                except Exception as exc:
+                    log.error("%s: cannot read %s (%s): %s", how, ref.sop_uid, ref.object_key, exc)
+                    yield ref, None
+                    continue
+                handed.append(ref)
+                yield ref, ds
+        finally:
+            if handed:
+                self.record(principal, account_id, handed, how, detail)
 
     def move_destination(self, principal: Principal, account_id: str, ae: str | None,
                          refs: list[InstanceRef]) -> tuple[tuple[str, int] | None, str]:

@@ -153,3 +153,31 @@ def test_open_read_and_file_give_the_stored_bytes(archive):
         fp.seek(-4, io.SEEK_END)
         assert fp.read() == whole[-4:]
     assert b"".join(svc.retrieve.open(ref, 128, 132)) == b"DICM"
+
+
+def test_hand_over_audits_what_was_handed_over_when_it_ends(archive):
+    svc, acc, holder, _, plain, sensitive = archive
+    refs = svc.retrieve.select(holder, acc, None, study_uids=[plain, sensitive]).instances
+    svc.store.delete(refs[-1].object_key)  # the sensitive study's one instance cannot be read
+    before = len(audit_rows(svc, acc))
+    items = list(svc.retrieve.hand_over(holder, acc, refs, "c-get", None, lambda: False))
+    assert [ds is not None for _, ds in items] == [True, True, False]
+    assert str(items[0][1].SOPInstanceUID) == refs[0].sop_uid
+    rows = audit_rows(svc, acc)[before:]
+    assert [(a, s) for a, s, _ in rows] == [("study.c-get", plain)] and '"instances": 2' in rows[0][2]
+
+
+def test_hand_over_stops_when_cancelled_and_still_audits(archive):
+    svc, acc, holder, _, plain, _ = archive
+    refs = svc.retrieve.select(holder, acc, plain).instances
+    asked = iter([False, True])
+    before = len(audit_rows(svc, acc))
+    items = list(svc.retrieve.hand_over(holder, acc, refs, "c-move", {"destination": "X"}, lambda: next(asked)))
+    assert len(items) == 2 and items[0][0] == refs[0] and items[1] is None
+    rows = audit_rows(svc, acc)[before:]
+    assert [(a, s) for a, s, _ in rows] == [("study.c-move", plain)]
+    assert '"instances": 1' in rows[0][2] and '"destination": "X"' in rows[0][2]
+    closed = svc.retrieve.hand_over(holder, acc, refs, "c-get", None, lambda: False)
+    next(closed)
+    closed.close()  # the caller stopped early: what it took is audited at once
+    assert len(audit_rows(svc, acc)) == len(rows) + before + 1
