@@ -4,8 +4,8 @@ pynetdicom (:data:`PINNED`) is used as it is except where this module says
 otherwise; nothing else in ``scp/`` subclasses a pynetdicom class or touches
 a private attribute. :data:`UPSTREAM` names each upstream function replaced,
 extended or copied here with the signature it had, :data:`COPIED` the
-digest of the source of those whose body is copied (a copy must follow its
-original), and :data:`PRIVATE_ATTRIBUTES` the private instance attributes
+digest of the source of those whose body is copied or relied on (a copy
+must follow its original), and :data:`PRIVATE_ATTRIBUTES` the private instance attributes
 read or set; ``tests/unit/scp/test_compat.py`` fails when the installed
 pynetdicom is another version or any of these changed. Port each one (the
 docstrings say what it changes and why) before moving the pin.
@@ -67,7 +67,7 @@ from gateway.ops.metrics import REFUSALS
 from scp.admission import AdmissionGate
 from scp.pdu import PduLimits, PduRefused, PeerClosed, a_abort, read_pdu
 
-#: the pynetdicom release every override here is written against (pyproject pins it)
+#: the pynetdicom release every override here is written against (the one pyproject.toml should pin)
 PINNED = "3.0.4"
 
 #: upstream function -> its signature as written against: replaced, extended (super()) or copied here
@@ -98,7 +98,8 @@ UPSTREAM = {
     "pynetdicom.utils.make_target": "(target_fn: Callable) -> Callable",
 }
 
-#: upstream function whose body is copied here -> sha256 of its source (first 16 hex digits)
+#: upstream function whose body is copied here, or whose details are relied on (``_create_association``
+#: deep-copies ``server.contexts`` and sets ``assoc._server``) -> sha256 of its source (first 16 hex digits)
 COPIED = {
     "pynetdicom.fsm.StateMachine.do_action": "9a883f44c7f31641",
     "pynetdicom.dul.DULServiceProvider._read_pdu_data": "19f2d4e38c13c835",
@@ -106,6 +107,7 @@ COPIED = {
     "pynetdicom.association.Association._run_reactor": "f28838c5559e462a",
     "pynetdicom.transport.RequestHandler.handle": "034823fb4df3a874",
     "pynetdicom.transport.AssociationServer.get_request": "925a4f3a3042f6e4",
+    "pynetdicom.transport.RequestHandler._create_association": "05c8d12b79863cdb",
 }
 
 #: private instance attributes read or set here, by the class that creates them
