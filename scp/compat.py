@@ -5,9 +5,9 @@ otherwise; nothing else in ``scp/`` subclasses a pynetdicom class or touches
 a private attribute. :data:`UPSTREAM` names each upstream function replaced,
 extended or copied here with the signature it had, :data:`COPIED` the
 digest of the source of those whose body is copied or relied on (a copy
-must follow its original), and :data:`PRIVATE_ATTRIBUTES` the private instance attributes
-read or set; ``tests/unit/scp/test_compat.py`` fails when the installed
-pynetdicom is another version or any of these changed. Port each one (the
+must follow its original), and :data:`PRIVATE_ATTRIBUTES` the private
+instance attributes read or set; ``tests/unit/scp/test_compat.py`` fails
+when the installed pynetdicom is another version or any of these changed. Port each one (the
 docstrings say what it changes and why) before moving the pin.
 
 What is changed:
