@@ -143,7 +143,7 @@ class RetrieveService:
         retrieval = Retrieval(self.select(principal, account_id, study_uid, series_uid, sop_uid), how,
                               dict(detail or {}))
         yield retrieval
-        self.record(principal, account_id, retrieval.instances, retrieval.how, retrieval.detail)
+        self._record(principal, account_id, retrieval.instances, retrieval.how, retrieval.detail)
 
     def open(self, ref: InstanceRef, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         return self.store.open(ref.object_key, start, end)
@@ -160,7 +160,7 @@ class RetrieveService:
         """
         return RangeFile(self.store, ref.object_key, ref.size, buffer_size)  # type: ignore[return-value]
 
-    def record(self, principal: Principal, account_id: str, refs: list[InstanceRef], how: str,
+    def _record(self, principal: Principal, account_id: str, refs: list[InstanceRef], how: str,
                detail: dict | None = None) -> None:
         """One audit entry per study touched: who, what, when, how many instances."""
         per_study: dict[str, int] = {}
@@ -198,7 +198,7 @@ class RetrieveService:
                 yield ref, ds
         finally:
             if handed:
-                self.record(principal, account_id, handed, how, detail)
+                self._record(principal, account_id, handed, how, detail)
 
     def move_destination(self, principal: Principal, account_id: str, ae: str | None,
                          refs: list[InstanceRef]) -> tuple[tuple[str, int] | None, str]:

@@ -115,14 +115,6 @@ def test_a_retrieval_refused_inside_writes_no_audit(archive):
     assert len(audit_rows(svc, acc)) == before
 
 
-def test_record_writes_one_entry_per_study(archive):
-    svc, acc, holder, _, plain, sensitive = archive
-    refs = svc.retrieve.select(holder, acc, None, study_uids=[plain, sensitive]).instances
-    before = len(audit_rows(svc, acc))
-    svc.retrieve.record(holder, acc, refs, "c-get")
-    assert sorted(s for _, s, _ in audit_rows(svc, acc)[before:]) == sorted([plain, sensitive])
-
-
 def test_move_destination_is_the_caller_or_holds_its_own_consent(archive):
     svc, acc, _, p, plain, sensitive = archive
     reader = p["READER"]
