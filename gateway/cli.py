@@ -22,8 +22,9 @@ from gateway.errors import ServiceError
 from gateway.identity import grants, users
 from gateway.ops.jobs import run_job
 from gateway.ops.stats import trend_statistics
+from gateway.runtime.serve import run as run_server
 from gateway.runtime.services import Services
-from gateway.runtime.settings import SettingsError, load_settings
+from gateway.runtime.settings import SettingsError, load_settings, replace, validate
 
 OPERATOR = "operator:cli"
 
@@ -123,9 +124,6 @@ def cli(config: str | None, data_dir: str | None, database_url: str | None, as_j
 @common
 def serve(**flags: Any) -> None:
     """Run the DIMSE SCP, the HTTP server and the scheduler."""
-    from gateway.runtime.serve import run
-    from gateway.runtime.settings import replace, validate
-
     ctx = click.get_current_context()
     if flags.get("cors_origins") is not None:
         flags["cors_origins"] = [o.strip() for o in flags["cors_origins"].split(",") if o.strip()]
@@ -134,7 +132,7 @@ def serve(**flags: Any) -> None:
         validate(settings)
     except SettingsError as exc:
         raise Fail(str(exc)) from None
-    run(settings)
+    run_server(settings)
 
 
 # ---------------------------------------------------------------- accounts
