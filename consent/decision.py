@@ -13,8 +13,10 @@
 - ``address_allowed(provider, address)``: is a provider calling from one of its networks?
 - ``study_filter(decision)``: the SQL criterion "studies this decision lets the
   caller see" (not deleted; not sensitive unless the grant carries the flag)
-  that every query, retrieve and deletion applies; ``may_see(decision, sensitive)``
-  is the same rule for one study.
+  that every query, retrieve and deletion applies (``withheld_filter``: what
+  it hides as sensitive, so a refusal can say why).
+
+Recording that a grant expired (history, not a rule) is ``consent.expiry``.
 
 It consults the database on every call: there is no cache, so a revocation or
 an expiry holds on the very next association or request.
@@ -243,11 +245,6 @@ def withheld_filter(decision: Decision) -> ColumnElement[bool]:
     if not decision.visible or decision.account_id is None or decision.sensitive_ok:
         return false()
     return and_(Study.account_id == decision.account_id, Study.deleted_at.is_(None), Study.sensitive.is_(True))
-
-
-def may_see(decision: Decision, sensitive: bool) -> bool:
-    """:func:`study_filter` for one (not deleted) study of the decided account."""
-    return decision.visible and (decision.sensitive_ok or not sensitive)
 
 
 # ---------------------------------------------------------------- DIMSE association
