@@ -89,11 +89,6 @@ def list_links(session: Session, *, account_id: str | None = None, in_force_only
     return links
 
 
-def link_in_force(link: Link, now: datetime | None = None) -> bool:
-    """Kept for callers of the old name: :func:`consent.decision.in_force`."""
-    return in_force(link, now)
-
-
 def link_snapshot(link: Link, provider: Provider | None = None) -> dict:
     out = {
         "id": link.id, "account": link.account_id, "provider_id": link.provider_id,

@@ -117,13 +117,6 @@ def get_account(session: Session, account_id: str, *, include_deleted: bool = Fa
     return account
 
 
-def account_by_ae(session: Session, ae_title: str) -> Account | None:
-    account = session.scalar(select(Account).where(Account.ae_title == ae_title.strip()))
-    if account is None or account.deleted_at is not None:
-        return None
-    return account
-
-
 def account_ref(account: Account | None) -> AccountRef | None:
     if account is None:
         return None
