@@ -13,11 +13,9 @@ from typing import Iterator
 from flask import Request
 
 from consent.decision import Action, Decision, Principal
-from gateway.archive.access import NotVisible
-from gateway.archive.query import QueryError
-from gateway.archive.retrieve import NotFound
+from gateway.archive.access import NotPermitted, NotVisible
 from gateway.errors import TooMany
-from gateway.http.errors import HttpError, http_error
+from gateway.http.errors import REFUSALS, HttpError, http_error
 from gateway.identity import holder
 from gateway.identity import sign_in as identity
 from gateway.identity.credentials import AuthError
@@ -63,14 +61,15 @@ def authorise(services: Services, principal: Principal, account_id: str, action:
 
 @contextlib.contextmanager
 def service_errors(account_id: str) -> Iterator[None]:
-    """Map the query/retrieve services' refusals to HTTP: 404 / 403 / 400 / 404."""
+    """The services' refusals as HTTP answers: the account gate says no more than "no account"
+    (404, revealing nothing) or "not allowed: why" (403); the rest by class (gateway.http.errors)."""
     try:
         yield
     except NotVisible:
         raise HttpError(404, f"no account {account_id}") from None
-    except PermissionError as exc:
+    except NotPermitted as exc:
         raise HttpError(403, f"not allowed: {exc}") from None
-    except QueryError as exc:
-        raise HttpError(400, str(exc)) from None
-    except NotFound:
-        raise HttpError(404, "no such study, series or instance") from None
+    except REFUSALS as exc:
+        mapped = http_error(exc)
+        assert mapped is not None
+        raise mapped from None

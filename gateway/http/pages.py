@@ -34,7 +34,7 @@ from flask import (Blueprint, Response, current_app, g, make_response, redirect,
                    url_for)
 
 from consent.decision import Action, Principal
-from gateway.archive.access import NotVisible
+from gateway.archive.access import NotPermitted, NotVisible
 from gateway.archive.erasure import delete_account, delete_study, receipt
 from gateway.archive.query import Query, QueryError
 from gateway.errors import TooMany
@@ -110,7 +110,7 @@ def _account(principal: Principal, account_id: str, action: Action, *, owner_onl
         account = holder.open_account(_svc().db, principal, action, account_id, _base_url())
     except NotVisible:
         raise HttpError(404, "There is no such account, or you have no access to it.") from None
-    except PermissionError as exc:
+    except NotPermitted as exc:
         if owner_only:
             raise HttpError(403, "Only the owner of the account can open this page.") from None
         raise HttpError(403, f"You may not do this on this account: {exc}.") from None
@@ -330,7 +330,7 @@ def _study_row(principal: Principal, account_id: str, study_uid: str) -> dict:
     q = Query(level="study", study_uid=study_uid, include={"StudyDescription"}, limit=1)
     try:
         found = _svc().query.search(principal, account_id, q)
-    except (NotVisible, PermissionError, QueryError):  # not one the caller may see, or not a UID
+    except (NotVisible, NotPermitted, QueryError):  # not one the caller may see, or not a UID
         found = []
     if not found:
         raise HttpError(404, "There is no such study in this account (it may have been deleted already).")

@@ -1,8 +1,8 @@
 """What account holders (and the operator) read of an account, one transaction per call.
 
-The account-level gate is ``gateway.archive.access.require`` (the one consent
+The account-level gate is ``consent.decision.require`` (the one consent
 decision): no standing raises ``NotVisible``, standing without the right
-``PermissionError``. Results are plain values (dicts, :class:`OpenedAccount`),
+``NotPermitted`` (``consent.errors``). Results are plain values (dicts, :class:`OpenedAccount`),
 never ORM objects, so no adapter holds a row past its transaction.
 """
 

@@ -8,7 +8,7 @@ import pytest
 
 from consent.decision import Action, Principal
 from consent.errors import ConsentError
-from gateway.archive.access import NotVisible
+from gateway.archive.access import NotPermitted, NotVisible
 from gateway.errors import NotFound
 from gateway.http.errors import http_error
 from gateway.identity import grants, holder, users
@@ -65,7 +65,7 @@ def test_the_gate_hides_an_account_from_a_stranger_and_refuses_a_viewer_manage(s
                        sensitive=False, expires=None, actor=owner.label)
     viewer = Principal.for_user(_user_id(services, "viewer@example.org"), "viewer@example.org")
     assert holder.check(services.db, viewer, Action.READ, view["id"]).allowed
-    with pytest.raises(PermissionError):
+    with pytest.raises(NotPermitted):
         holder.check(services.db, viewer, Action.MANAGE, view["id"])
     assert [a["id"] for a in holder.my_accounts(services.db, viewer, "http://gw")] == [view["id"]]
 
