@@ -15,10 +15,7 @@ from typing import Callable
 
 from sqlalchemy import select
 
-from consent.history import record_event
-from consent.links import link_snapshot
-from consent.models import ConsentEvent, Link, Provider, Share
-from consent.shares import share_snapshot
+from consent.expiry import record_expiries
 from gateway.archive.erasure import purge
 from gateway.db.base import utcnow
 from gateway.db.models import Instance
@@ -39,23 +36,8 @@ def run_aggregate_usage(svc: Services, **_: object) -> dict:
 
 def run_expire_consents(svc: Services, **_: object) -> dict:
     """Record, once, that a link or share reached its expiry (the decision already ignores it)."""
-    now = utcnow()
-    n = 0
     with svc.db.session(write=True) as s:
-        recorded = set(s.scalars(select(ConsentEvent.subject_id).where(ConsentEvent.change == "expired")))
-        for link in s.scalars(select(Link).where(Link.revoked_at.is_(None), Link.expires_at.is_not(None),
-                                                 Link.expires_at <= now)):
-            if link.id not in recorded:
-                record_event(s, link.account_id, "link", link.id, "expired", "system:expire-consents",
-                             link_snapshot(link, s.get(Provider, link.provider_id)))
-                n += 1
-        for share in s.scalars(select(Share).where(Share.revoked_at.is_(None), Share.expires_at.is_not(None),
-                                                   Share.expires_at <= now)):
-            if share.id not in recorded:
-                record_event(s, share.account_id, "share", share.id, "expired", "system:expire-consents",
-                             share_snapshot(share))
-                n += 1
-    return {"expired": n}
+        return {"expired": record_expiries(s)}
 
 
 def run_reconcile(svc: Services, *, repair: bool = False, grace_seconds: int = 3600, **_: object) -> dict:
