@@ -81,14 +81,13 @@ def _principal() -> Principal:
     return principal_from_request(_svc(), request)
 
 
-def _require(principal: Principal, account_id: str, action: Action, *, owner_only: bool = False,
-             operator_ok: bool = False) -> OpenedAccount:
+def _require(principal: Principal, account_id: str, action: Action, *, operator_ok: bool = False) -> OpenedAccount:
+    """The consent decision for ``action`` (MANAGE: the owner, or the operator, and nobody else), and
+    the operator kept out of the holder's own routes unless ``operator_ok``."""
     with service_errors(account_id):
         account = holder.open_account(_svc().db, principal, action, account_id, base_url())
     if principal.kind == "operator" and not operator_ok:
         raise HttpError(403, "not allowed: this is for the account holder")
-    if owner_only and principal.kind == "user" and not account.owned_by(principal):
-        raise HttpError(403, "not allowed: only the owner can do this")
     return account
 
 
@@ -145,7 +144,7 @@ def accounts() -> Response:
 @_errors
 def access(account_id: str) -> Response:
     principal = _principal()
-    account = _require(principal, account_id, Action.MANAGE, owner_only=True)
+    account = _require(principal, account_id, Action.MANAGE)
     in_force_shares, in_force_links = holder.access_lists(_svc().db, account_id)
     shares = [{k: v[k] for k in ("id", "email", "role", "sensitive", "expires")} for v in in_force_shares]
     links = [{k: v[k] for k in ("id", "provider", "provider_id", "push", "pull", "sensitive", "expires")}
@@ -158,7 +157,7 @@ def access(account_id: str) -> Response:
 @_errors
 def share_grant(account_id: str) -> Response:
     principal = _principal()
-    _require(principal, account_id, Action.MANAGE, owner_only=True)
+    _require(principal, account_id, Action.MANAGE)
     data = _body(_SHARE)
     view = grants.grant_share(_svc().db, account_id=account_id, email=data["email"], role=data["role"],
                               sensitive=bool(data.get("sensitive")), expires=data.get("expires"),
@@ -171,7 +170,7 @@ def share_grant(account_id: str) -> Response:
 @_errors
 def share_revoke(account_id: str, share_id: str) -> Response:
     principal = _principal()
-    _require(principal, account_id, Action.MANAGE, owner_only=True)
+    _require(principal, account_id, Action.MANAGE)
     grants.revoke_share(_svc().db, share_id, actor=principal.label, account_id=account_id, source=principal.source)
     return Response(status=204)
 
@@ -181,7 +180,7 @@ def share_revoke(account_id: str, share_id: str) -> Response:
 @_errors
 def link_create(account_id: str) -> Response:
     principal = _principal()
-    _require(principal, account_id, Action.MANAGE, owner_only=True, operator_ok=True)
+    _require(principal, account_id, Action.MANAGE, operator_ok=True)
     data = _body(_LINK)
     view = grants.create_link(_svc().db, account_id=account_id, provider_id=data["provider"],
                               push=bool(data.get("push")), pull=bool(data.get("pull")),
@@ -195,7 +194,7 @@ def link_create(account_id: str) -> Response:
 @_errors
 def link_revoke(account_id: str, link_id: str) -> Response:
     principal = _principal()
-    _require(principal, account_id, Action.MANAGE, owner_only=True, operator_ok=True)
+    _require(principal, account_id, Action.MANAGE, operator_ok=True)
     grants.revoke_link(_svc().db, link_id, actor=principal.label, account_id=account_id, source=principal.source)
     return Response(status=204)
 
@@ -205,7 +204,7 @@ def link_revoke(account_id: str, link_id: str) -> Response:
 @_errors
 def audit_trail(account_id: str) -> Response:
     principal = _principal()
-    _require(principal, account_id, Action.MANAGE, owner_only=True)
+    _require(principal, account_id, Action.MANAGE)
     try:
         limit = parse_int(request.args.get("limit"), "limit", minimum=1, maximum=AUDIT_MAX, default=200)
         before = parse_int(request.args.get("before"), "before", minimum=1)

@@ -104,18 +104,16 @@ def _operator() -> Principal:
     return principal
 
 
-def _account(principal: Principal, account_id: str, action: Action, *, owner_only: bool = False) -> dict:
-    """The same gate as the API's: 404 without standing, 403 without the right."""
+def _account(principal: Principal, account_id: str, action: Action) -> dict:
+    """The same gate as the API's: 404 without standing, 403 without the right (MANAGE: the owner's)."""
     try:
         account = holder.open_account(_svc().db, principal, action, account_id, _base_url())
     except NotVisible:
         raise HttpError(404, "There is no such account, or you have no access to it.") from None
     except NotPermitted as exc:
-        if owner_only:
+        if action is Action.MANAGE:
             raise HttpError(403, "Only the owner of the account can open this page.") from None
         raise HttpError(403, f"You may not do this on this account: {exc}.") from None
-    if owner_only and principal.id != account.owner_id:
-        raise HttpError(403, "Only the owner of the account can open this page.")
     return {**account.view, "is_owner": account.owned_by(principal), "decision": account.decision}
 
 
@@ -364,14 +362,14 @@ def _access_page(acc: dict, status: int = 200, **ctx: Any) -> Response:
 
 @bp.get("/accounts/<account_id>/access")
 def access(account_id: str) -> Response:
-    acc = _account(_user(), account_id, Action.MANAGE, owner_only=True)
+    acc = _account(_user(), account_id, Action.MANAGE)
     return _access_page(acc)
 
 
 @bp.post("/accounts/<account_id>/shares")
 def share_grant(account_id: str) -> Response:
     principal = _user()
-    acc = _account(principal, account_id, Action.MANAGE, owner_only=True)
+    acc = _account(principal, account_id, Action.MANAGE)
     form = {k: request.form.get(k, "").strip() for k in ("email", "role", "expires")}
     form["sensitive"] = request.form.get("sensitive") == "on"
     if not form["email"]:
@@ -388,7 +386,7 @@ def share_grant(account_id: str) -> Response:
 @bp.post("/accounts/<account_id>/shares/<share_id>/revoke")
 def share_revoke(account_id: str, share_id: str) -> Response:
     principal = _user()
-    _account(principal, account_id, Action.MANAGE, owner_only=True)
+    _account(principal, account_id, Action.MANAGE)
     grants.revoke_share(_svc().db, share_id, actor=principal.label, account_id=account_id, source=principal.source)
     return redirect(url_for("web.access", account_id=account_id, done="share-revoked"), 303)
 
@@ -396,14 +394,14 @@ def share_revoke(account_id: str, share_id: str) -> Response:
 @bp.post("/accounts/<account_id>/links/<link_id>/revoke")
 def link_revoke(account_id: str, link_id: str) -> Response:
     principal = _user()
-    _account(principal, account_id, Action.MANAGE, owner_only=True)
+    _account(principal, account_id, Action.MANAGE)
     grants.revoke_link(_svc().db, link_id, actor=principal.label, account_id=account_id, source=principal.source)
     return redirect(url_for("web.access", account_id=account_id, done="link-revoked"), 303)
 
 
 @bp.get("/accounts/<account_id>/audit")
 def audit_trail(account_id: str) -> Response:
-    acc = _account(_user(), account_id, Action.MANAGE, owner_only=True)
+    acc = _account(_user(), account_id, Action.MANAGE)
     try:
         before = parse_int(request.args.get("before"), "before", minimum=1)
     except NumberError as exc:
@@ -418,7 +416,7 @@ def audit_trail(account_id: str) -> Response:
 @bp.get("/accounts/<account_id>/delete")
 def account_delete_confirm(account_id: str) -> Response:
     principal = _user()
-    acc = _account(principal, account_id, Action.MANAGE, owner_only=True)
+    acc = _account(principal, account_id, Action.MANAGE)
     n = holder.live_study_count(_svc().db, account_id)
     return _page("account_delete.html", account=acc, studies=n, purge_window=_svc().settings.purge_window)
 
@@ -426,7 +424,7 @@ def account_delete_confirm(account_id: str) -> Response:
 @bp.post("/accounts/<account_id>/delete")
 def account_delete(account_id: str) -> Response:
     principal = _user()
-    acc = _account(principal, account_id, Action.MANAGE, owner_only=True)
+    acc = _account(principal, account_id, Action.MANAGE)
     erasure = delete_account(_svc().db, principal, account_id)
     return redirect(url_for("web.erasure", receipt_id=erasure.id, account=acc["id"]), 303)
 
