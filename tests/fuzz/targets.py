@@ -441,7 +441,7 @@ def pdu_inputs() -> st.SearchStrategy[bytes]:
 
 
 def pynetdicom_pdu(data: bytes) -> str:
-    """Decode a whole PDU as ``scp.reactor.EventDUL._read_pdu_data`` does (pynetdicom's
+    """Decode a whole PDU as ``scp.compat.EventDUL._read_pdu_data`` does (pynetdicom's
     ``_decode_pdu``), then run what follows a successful decode in pynetdicom's state
     machine: ``to_primitive()`` (FSM actions AE-6, DT-2, AR-2, AA-3) and, for a
     P-DATA-TF, the DIMSE message decode (``DIMSEServiceProvider.receive_primitive``).
