@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import select
 
@@ -20,7 +20,9 @@ from gateway.archive.erasure import purge
 from gateway.db.base import utcnow
 from gateway.db.models import Instance
 from gateway.ops.usage import aggregate_usage
-from gateway.runtime.services import Services
+
+if TYPE_CHECKING:  # jobs are handed the composition root; they never build it
+    from gateway.runtime.services import Services
 
 log = logging.getLogger(__name__)
 JOB_NAMES = ("purge", "aggregate-usage", "expire-consents", "reconcile")
