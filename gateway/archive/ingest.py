@@ -35,11 +35,10 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from consent.decision import Action, Decision, Principal, decide
+from consent.decision import Action, Decision, Principal, decide, load_account
 from consent.sensitivity import Rule, examine
 from gateway.ops import audit
 from gateway.ops.metrics import INGEST, INGEST_BYTES
-from gateway.identity.accounts import load_account_ref
 from gateway.db import Database
 from gateway.db.engine import WriterBusy
 from gateway.db.base import utcnow
@@ -404,7 +403,7 @@ def _judge(
 ) -> Iterator[tuple[_Item, IngestResult | None]]:
     """Consent, deletion and resend verdicts for ``items`` (None: may be stored).
     Sets each item's ``refused_visibly``."""
-    account = load_account_ref(s, account_id)
+    account = load_account(s, account_id)
     labelled = {i.header.study_uid for i in items if i.labels}
     decisions: dict[bool, Decision] = {}
     for item in items:

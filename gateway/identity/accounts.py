@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from consent.decision import AccountRef, Principal, in_force, load_account
+from consent.decision import AccountRef, Principal, in_force
 from consent.errors import ConsentError
 from consent.models import Share
 from consent.providers import validate_ae_title
@@ -121,10 +121,6 @@ def account_ref(account: Account | None) -> AccountRef | None:
     if account is None:
         return None
     return AccountRef(account.id, account.owner_id, account.deleted_at is not None)
-
-
-#: what the consent decision needs of an account, without loading the ORM object (ingest hot path)
-load_account_ref = load_account
 
 
 def list_accounts(session: Session) -> list[Account]:
