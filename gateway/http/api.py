@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, json, request, url_for
 from consent.decision import Action, Principal
 from gateway.archive.erasure import delete_account, delete_study, receipt
 from gateway.http.auth import principal_from_request, service_errors, sign_in
-from gateway.http.errors import REFUSALS, HttpError, http_error
+from gateway.http.errors import HttpError
 from gateway.http.openapi import api_route, document
 from gateway.http.urls import base_url
 from gateway.identity import grants, holder
@@ -101,22 +101,6 @@ def _require_user(principal: Principal) -> None:
         raise HttpError(403, "not allowed: sign in as a user")
 
 
-def _errors(fn):  # type: ignore[no-untyped-def]
-    """The services' refusals as HTTP answers, by class (gateway.http.errors.STATUS)."""
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except REFUSALS as exc:
-            mapped = http_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
 # ---------------------------------------------------------------- auth
 @api_route(bp, "/auth/token", "POST", summary="Sign in: exchange email and password for a bearer token",
            who="anyone", body=_EMAIL_PW, public=True,
@@ -141,7 +125,6 @@ def accounts() -> Response:
 
 @api_route(bp, "/accounts/<account_id>/access", "GET", summary="Everyone who can reach the account",
            who="owner", responses={200: "{owner, shares, links}", 403: "not the owner", 404: "no such account"})
-@_errors
 def access(account_id: str) -> Response:
     principal = _principal()
     account = _require(principal, account_id, Action.MANAGE)
@@ -154,7 +137,6 @@ def access(account_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/shares", "POST", summary="Share the account with another user",
            who="owner", body=_SHARE, responses={201: "the share", 400: "bad input", 403: "not the owner"})
-@_errors
 def share_grant(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE)
@@ -167,7 +149,6 @@ def share_grant(account_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/shares/<share_id>", "DELETE", summary="Revoke a share",
            who="owner", responses={204: "revoked", 403: "not the owner", 404: "no such share"})
-@_errors
 def share_revoke(account_id: str, share_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE)
@@ -177,7 +158,6 @@ def share_revoke(account_id: str, share_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/links", "POST", summary="Link a provider to the account",
            who="owner or operator", body=_LINK, responses={201: "the link", 400: "bad input", 403: "not allowed"})
-@_errors
 def link_create(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, operator_ok=True)
@@ -191,7 +171,6 @@ def link_create(account_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/links/<link_id>", "DELETE", summary="Revoke a provider link",
            who="owner or operator", responses={204: "revoked", 403: "not allowed", 404: "no such link"})
-@_errors
 def link_revoke(account_id: str, link_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE, operator_ok=True)
@@ -201,7 +180,6 @@ def link_revoke(account_id: str, link_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/audit", "GET", summary="The account's audit trail, newest first",
            who="owner", responses={200: "entries", 403: "not the owner"})
-@_errors
 def audit_trail(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.MANAGE)
@@ -215,7 +193,6 @@ def audit_trail(account_id: str) -> Response:
 
 @api_route(bp, "/accounts/<account_id>/studies", "GET", summary="Studies of the account the caller may see",
            who="owner, share holder", responses={200: "studies", 404: "no such account"})
-@_errors
 def studies(account_id: str) -> Response:
     principal = _principal()
     _require(principal, account_id, Action.READ)
@@ -227,7 +204,6 @@ def studies(account_id: str) -> Response:
 @api_route(bp, "/accounts/<account_id>/studies/<study>", "DELETE",
            summary="Delete a study: invisible at once, purged within the purge window",
            who="owner, editor", responses={202: "{status_url}", 403: "not allowed", 404: "no such study"})
-@_errors
 def study_delete(account_id: str, study: str) -> Response:
     principal = _principal()
     if principal.kind != "user":
@@ -240,7 +216,6 @@ def study_delete(account_id: str, study: str) -> Response:
 @api_route(bp, "/accounts/<account_id>", "DELETE",
            summary="Delete the account and everything in it", who="owner",
            responses={202: "{status_url}: an unguessable erasure receipt", 403: "not the owner"})
-@_errors
 def account_delete(account_id: str) -> Response:
     principal = _principal()
     if principal.kind != "user":
@@ -280,7 +255,6 @@ def providers() -> Response:
 
 @api_route(bp, "/providers", "POST", summary="Register a provider (its token is shown once)", who="operator",
            body=_PROVIDER, responses={201: "the provider with its token", 400: "bad input"})
-@_errors
 def provider_add() -> Response:
     principal = _principal()
     _require_operator(principal)
@@ -293,7 +267,6 @@ def provider_add() -> Response:
 
 @api_route(bp, "/providers/<provider_id>", "DELETE", summary="Remove a provider and revoke its links",
            who="operator", responses={204: "removed", 404: "no such provider"})
-@_errors
 def provider_remove(provider_id: str) -> Response:
     principal = _principal()
     _require_operator(principal)

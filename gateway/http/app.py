@@ -13,7 +13,7 @@ from dicomweb.qido import bp as qido_bp
 from dicomweb.stow import bp as stow_bp
 from dicomweb.wado import bp as wado_bp
 from gateway.http.api import bp as api_bp
-from gateway.http.errors import HttpError
+from gateway.http.errors import REFUSALS, HttpError, http_error
 from gateway.http.pages import bp as web_bp
 from gateway.ops.health import health
 from gateway.ops.metrics import HTTP, HTTP_SECONDS, exposition
@@ -110,6 +110,15 @@ def create_app(services: Services) -> Flask:
     @app.errorhandler(HttpError)
     def _http_error(exc: HttpError) -> Response:
         return error_response(exc.status, exc.message, exc.headers)
+
+    def _refused(exc: Exception) -> Response:  # the pages answer theirs as pages (their own handler)
+        mapped = http_error(exc)
+        if mapped is None:
+            return _unexpected(exc)
+        return error_response(mapped.status, mapped.message, mapped.headers)
+
+    for kind in REFUSALS:  # a service's refusal anywhere (REST, DICOMweb): its status by class
+        app.register_error_handler(kind, _refused)
 
     @app.errorhandler(HTTPException)
     def _werkzeug_error(exc: HTTPException) -> Response:
