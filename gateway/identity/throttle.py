@@ -1,5 +1,8 @@
 """Slowing down password guessing: per email and per source address.
 
+Driven from one place, ``gateway.identity.sign_in`` (which turns a wait into
+``gateway.errors.TooMany``); adapters never call it.
+
 The ``free``-th failure within ``window`` seconds locks a key for 30 s, so
 the next attempt is refused (429) whatever its password; each further failure
 after a lock doubles it, up to 15 minutes. A success clears the email's count.
