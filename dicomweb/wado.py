@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import logging
 from typing import Any, Iterable, Iterator
 
@@ -24,7 +23,7 @@ from dicomweb.multipart import new_boundary, write_parts
 from gateway.dicom.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
                             FrameTooLarge, decoded_frames, frame_media_type, header_dataset, iter_raw_frames,
                             open_source, parse_frame_list)
-from gateway.dicom.render import RenderError, render, thumbnail
+from gateway.dicom.render import BadRenderArgument, RenderError, parse_viewport, parse_window, render, thumbnail
 from gateway.http.auth import HttpError, principal_from_request, service_errors
 from gateway.ops.metrics import REFUSALS
 from gateway.numbers import NumberError, parse_int
@@ -342,37 +341,11 @@ def _image_type() -> str:
     raise HttpError(406, "rendered images are available as image/jpeg or image/png")
 
 
-def _viewport() -> tuple[int, int] | None:
-    raw = request.args.get("viewport")
-    if not raw:
-        return None
-    try:
-        w, h = (parse_int(x.strip(), "viewport", minimum=1, maximum=8192) for x in raw.split(",")[:2])
-        return w, h  # type: ignore[return-value]
-    except (NumberError, ValueError):
-        raise HttpError(400, "viewport must be 'width,height' (1 to 8192)") from None
-
-
-def _window() -> tuple[float, float, str] | None:
-    raw = request.args.get("window")
-    if not raw:
-        return None
-    try:
-        parts = raw.split(",")
-        center, width = float(parts[0]), float(parts[1])
-        fn = parts[2].upper() if len(parts) > 2 else "LINEAR"
-        if not (math.isfinite(center) and math.isfinite(width)) or width <= 0 \
-                or fn not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-            raise ValueError
-        return center, width, fn
-    except (ValueError, IndexError):
-        raise HttpError(400, "window must be 'center,width[,linear|linear_exact|sigmoid]'") from None
-
-
 def _rendered(account_id: str, study: str, series: str, sop: str, frame: int, thumb: bool) -> Response:
     """One frame rendered; 422 above ``max_render_pixels`` (checked before decoding), read by ranges."""
     mtype = _image_type()
-    viewport, window = _viewport(), _window()
+    viewport = parse_viewport(request.args.get("viewport"))  # BadRenderArgument: 400
+    window = parse_window(request.args.get("window"))
     try:
         quality = parse_int(request.args.get("quality"), "quality", minimum=1, maximum=100, default=90)
     except NumberError as exc:
@@ -395,6 +368,8 @@ def _rendered_response(sel: Selection, mtype: str, frame: int, thumb: bool, view
             else:
                 image = render(fp, frame=frame, media_type=mtype, viewport=viewport, window=window,
                                quality=quality, max_pixels=max_pixels)
+    except BadRenderArgument:
+        raise
     except RenderError as exc:
         # no pixels, or pixels we cannot decode: that representation cannot be given
         raise HttpError(406, str(exc)) from None

@@ -40,8 +40,9 @@ from gateway.dicom.decode import decode_frame, decode_frame_reduced
 from gateway.dicom.frame_errors import DEFAULT_MAX_PIXELS, FrameDecodeError, FrameError, FrameOutOfRange, FrameTooLarge
 from gateway.dicom.frame_numbers import check_frame_numbers
 from gateway.dicom.pixel_source import PixelSource, check_decode_size, open_source
+from gateway.errors import Invalid
 
-__all__ = ["RenderError", "FrameOutOfRange", "FrameTooLarge", "render", "thumbnail", "RENDER_MEDIA_TYPES"]
+__all__ = ["RenderError", "BadRenderArgument", "parse_viewport", "parse_window", "FrameOutOfRange", "FrameTooLarge", "render", "thumbnail", "RENDER_MEDIA_TYPES"]
 
 #: pixels per strip of the LUT / window pipeline (float32: 1 MB a strip)
 STRIP_PIXELS = 1 << 18
@@ -53,6 +54,10 @@ _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 class RenderError(ValueError):
     """The instance cannot be rendered as asked; the message says why."""
+
+
+class BadRenderArgument(RenderError, Invalid):
+    """A viewport, window or quality outside what rendering accepts: the request is wrong (400), not the image."""
 
 
 def render(
@@ -78,7 +83,7 @@ def render(
     """
     fmt = _check_media_type(media_type)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise RenderError(f"quality {quality!r} is not an integer from 1 to 100")
+        raise BadRenderArgument(f"quality {quality!r} is not an integer from 1 to 100")
     if viewport is not None:
         viewport = _check_viewport(viewport)
     if window is not None:
@@ -98,7 +103,7 @@ def thumbnail(
     """The middle frame (frame 1 of a single frame), fit inside ``size`` x ``size``."""
     fmt = _check_media_type(media_type)
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_VIEWPORT:
-        raise RenderError(f"thumbnail size {size!r} is not an integer from 1 to {MAX_VIEWPORT}")
+        raise BadRenderArgument(f"thumbnail size {size!r} is not an integer from 1 to {MAX_VIEWPORT}")
     src = _open(fp_or_bytes)
     image = _to_8bit(src, (src.count + 1) // 2, None, (size, size), max_pixels)
     return _encode(image, fmt, (size, size), 85)
@@ -118,13 +123,33 @@ def _check_media_type(media_type: str) -> str:
     )
 
 
+def parse_viewport(text: str | None) -> tuple[int, int] | None:
+    """A request's ``viewport=width,height`` (PS3.18 8.3.5.1.3), checked by the same rule ``render`` applies."""
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",")[:2]]
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() and len(p) <= 5 for p in parts):
+        raise BadRenderArgument(f"viewport must be 'width,height' (1 to {MAX_VIEWPORT})")
+    return _check_viewport((int(parts[0]), int(parts[1])))
+
+
+def parse_window(text: str | None) -> tuple[float, float, str] | None:
+    """A request's ``window=center,width[,function]`` (PS3.18 8.3.5.1.4), checked by the same rule ``render`` applies."""
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) < 2:
+        raise BadRenderArgument("window must be 'center,width[,linear|linear_exact|sigmoid]'")
+    return _check_window((parts[0], parts[1], parts[2] if len(parts) > 2 else "LINEAR"))
+
+
 def _check_viewport(viewport: tuple[int, int]) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in viewport)
     except (TypeError, ValueError):
-        raise RenderError(f"viewport {viewport!r} is not a (width, height) pair of integers") from None
+        raise BadRenderArgument(f"viewport {viewport!r} is not a (width, height) pair of integers") from None
     if not (1 <= w <= MAX_VIEWPORT and 1 <= h <= MAX_VIEWPORT):
-        raise RenderError(f"viewport {w}x{h} is outside 1..{MAX_VIEWPORT} pixels per side")
+        raise BadRenderArgument(f"viewport {w}x{h} is outside 1..{MAX_VIEWPORT} pixels per side")
     return w, h
 
 
@@ -133,14 +158,14 @@ def _check_window(window: tuple[float, float, str]) -> tuple[float, float, str]:
         center, width, function = window
         center, width = float(center), float(width)
     except (TypeError, ValueError):
-        raise RenderError(f"window {window!r} is not (center, width, function)") from None
+        raise BadRenderArgument(f"window {window!r} is not (center, width, function)") from None
     function = str(function or "LINEAR").strip().upper()
     if function not in _VOI_FUNCTIONS:
-        raise RenderError(f"window function {function!r} is not one of {', '.join(_VOI_FUNCTIONS)}")
+        raise BadRenderArgument(f"window function {function!r} is not one of {', '.join(_VOI_FUNCTIONS)}")
     if not (np.isfinite(center) and np.isfinite(width)):
-        raise RenderError("window center and width must be finite numbers")
+        raise BadRenderArgument("window center and width must be finite numbers")
     if (function == "LINEAR" and width < 1) or width <= 0:
-        raise RenderError(f"window width {width:g} is too small for {function} (PS3.3 C.11.2.1.2)")
+        raise BadRenderArgument(f"window width {width:g} is too small for {function} (PS3.3 C.11.2.1.2)")
     return center, width, function
 
 
