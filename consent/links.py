@@ -34,7 +34,7 @@ def create_link(
     if provider is None or provider.removed_at is not None:
         raise UnknownParty(f"no provider {provider_id}")
     if not (push or pull):
-        raise ConsentError("a link needs at least one scope: --push and/or --pull")
+        raise ConsentError("a link needs at least one scope: push and/or pull")
     now = utcnow()
     if expires_at is not None and expires_at <= now:
         raise ConsentError("the expiry is in the past")

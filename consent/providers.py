@@ -54,7 +54,7 @@ def add_provider(
         raise ConsentError("a provider needs a name")
     ae = validate_ae_title(ae_title)
     if (host is None) != (port is None):
-        raise ConsentError("give both --host and --port, or neither")
+        raise ConsentError("give both the host and the port, or neither")
     if port is not None and not 0 < port < 65536:
         raise ConsentError(f"port {port} is out of range")
     clash = session.scalar(select(Provider).where(Provider.ae_title == ae, Provider.removed_at.is_(None)))

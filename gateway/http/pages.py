@@ -462,11 +462,7 @@ def providers() -> Response:
 def provider_add() -> Response:
     principal = _operator()
     form = {k: request.form.get(k, "").strip() for k in ("name", "ae_title", "networks", "host", "port")}
-    if bool(form["host"]) != bool(form["port"]):
-        # TRANSITIONAL: consent.providers.add_provider checks this too, but its message names the CLI's
-        # flags ("--host and --port"); once it reads "give both the host and the port, or neither", delete
-        return _providers_page(400, error="Give both the host and the port, or neither.", form=form)
-    try:  # the consent rules check the rest (the port's range, the AE title, the networks)
+    try:  # a whole number; the consent rules check the rest (host and port together, the port's range, AE, networks)
         port = parse_int(form["port"], "the port") if form["port"] else None
     except NumberError as exc:
         return _providers_page(400, error=f"{exc}.", form=form)
