@@ -515,3 +515,9 @@ def visible_studies(s: Session, principal: Principal, account_id: str) -> list[d
         "instances": counts.get(st.id, 0), "sensitive": st.sensitive,
         "labels": [l for l in st.labels.split(",") if l],
     } for st, p in rows]
+
+
+def live_study_count(s: Session, account_id: str) -> int:
+    """Studies of the account not deleted (what deleting the account would erase)."""
+    return s.scalar(select(func.count(Study.id)).where(Study.account_id == account_id,
+                                                       Study.deleted_at.is_(None))) or 0

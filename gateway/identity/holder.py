@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-
 from consent.decision import Action, Decision, Principal, decide
 from gateway.archive.access import require
+from gateway.archive.query import live_study_count as _live_study_count
 from gateway.archive.query import visible_studies as _visible_studies
 from gateway.db import Database
-from gateway.db.models import Study
 from gateway.identity import consents
 from gateway.identity.accounts import account_ref, account_view, get_account
 from gateway.identity.accounts import my_accounts as _my_accounts
@@ -73,8 +71,7 @@ def account_studies(db: Database, principal: Principal, account_id: str) -> tupl
 def live_study_count(db: Database, account_id: str) -> int:
     """Studies of the account not deleted (what deleting the account would erase)."""
     with db.session() as s:
-        return s.scalar(select(func.count(Study.id)).where(Study.account_id == account_id,
-                                                           Study.deleted_at.is_(None))) or 0
+        return _live_study_count(s, account_id)
 
 
 def access_lists(db: Database, account_id: str) -> tuple[list[dict], list[dict]]:
