@@ -280,7 +280,8 @@ def decide_association(
     provider = provider_by_ae(session, calling)
     account = session.scalar(select(Account).where(Account.ae_title == called)) if provider is not None else None
     account_id = account.id if account is not None and account.deleted_at is None else None
-    code, _ = _standing(session, provider, address, account_id, now or utcnow())
+    # a peer without an address cannot be inside a provider's networks: fail closed ("" parses as no address)
+    code, _ = _standing(session, provider, address or "", account_id, now or utcnow())
     if code is Reason.NOT_REGISTERED:
         reason, side = f"calling AE title {calling!r} is not a registered provider", AeNotRecognised.CALLING
     elif code is Reason.OUTSIDE_NETWORKS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consent.errors import ConsentError
+from consent.errors import ConsentError, NotVisible
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, TooMany, classify
 
 
@@ -33,6 +33,8 @@ def http_error(exc: BaseException) -> HttpError | None:
     kind = classify(exc)
     if kind is None:
         return None
+    if isinstance(exc, NotVisible):  # the gate's reason would say why the caller has no standing: say nothing
+        return HttpError(404, "no such account")
     headers: dict[str, str | list[str]] | None = (
         {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None)
     return HttpError(STATUS[kind], str(exc), headers)

@@ -261,6 +261,8 @@ def test_association_needs_a_provider_in_its_networks_and_a_link_in_force(world)
     assert d.reason == "calling AE title 'NOBODY' is not a registered provider"
     d = associate(svc, "PACS1", ae, "192.0.2.1")
     assert (d.refused_on, d.code) == (AeNotRecognised.CALLING, Reason.OUTSIDE_NETWORKS)
+    for no_address in (None, ""):  # a peer without an address is not inside the provider's networks
+        assert associate(svc, "PACS1", ae, no_address).code is Reason.OUTSIDE_NETWORKS
     d = associate(svc, "PACS1", "NO_SUCH_AE", "192.0.2.1")  # the caller's standing is judged first
     assert d.refused_on is AeNotRecognised.CALLING
     d = associate(svc, "PACS1", "NO_SUCH_AE")

@@ -18,7 +18,6 @@ from gateway.identity import users
     (Conflict("already there"), 409),
     (Invalid("bad value"), 400),
     (consent_errors.UnknownParty("no link lnk_1"), 404),
-    (consent_errors.NotVisible("no account acc_1"), 404),
     (consent_errors.NotPermitted("viewer cannot manage"), 403),
     (consent_errors.AlreadyDone("share shr_1 was already revoked"), 409),
     (consent_errors.ConsentError("role must be viewer or editor"), 400),
@@ -26,6 +25,12 @@ from gateway.identity import users
 def test_each_kind_has_its_status_and_keeps_the_message(exc, status):
     err = http_error(exc)
     assert err is not None and (err.status, err.message, err.headers) == (status, str(exc), None)
+
+
+def test_no_standing_says_nothing_of_why():
+    """The gate's reason (whose networks, which share) must not reach a caller without standing."""
+    err = http_error(consent_errors.NotVisible("source address 192.0.2.1 is outside the networks of provider prv_1"))
+    assert (err.status, err.message) == (404, "no such account")
 
 
 def test_the_status_is_decided_by_class_not_by_text():
