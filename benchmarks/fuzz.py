@@ -6,7 +6,7 @@
 Targets (tests/fuzz/targets.py holds them and their properties; the suite
 runs each briefly and derandomized in tests/fuzz/test_fuzz_*.py):
 
-* ``dicomfile``: the ingest header read (parse_instance, dataset_offset,
+* ``part10``: the ingest header read (parse_instance, dataset_offset,
   sensitivity labels, digest): only MalformedInstance;
 * ``multipart``: iter_parts on arbitrary bodies: only MultipartError, and
   the same parts (or refusal) whatever the chunking;
@@ -63,7 +63,7 @@ _plans = st.lists(st.integers(1, 80), min_size=1, max_size=6)
 
 #: name -> (strategy, function of one drawn value, heap-bound size of that value (None: its length))
 TARGETS: dict[str, tuple[st.SearchStrategy, Callable[[Any], Any], Callable[[Any], int]]] = {
-    "dicomfile": (targets.dicom_inputs(), targets.dicom_ingest, _size),
+    "part10": (targets.dicom_inputs(), targets.dicom_ingest, _size),
     "multipart": (st.tuples(targets.multipart_bodies(), _chunks, _plans), lambda v: targets.multipart(*v), _size),
     "multipart_roundtrip": (st.tuples(targets.multipart_messages(), _chunks, _plans), lambda v: _roundtrip(*v),
                             lambda v: len(v[0][1])),

@@ -8,7 +8,6 @@ import ipaddress
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent.decision import address_allowed, provider_by_ae
 from consent.errors import AlreadyDone, ConsentError, UnknownParty
 from consent.history import record_event
 from consent.ids import new_id
@@ -16,8 +15,8 @@ from consent.links import revoke_links_of_provider
 from consent.models import Provider
 from gateway.db.base import utcnow
 
-__all__ = ["ConsentError", "add_provider", "address_allowed", "list_providers", "new_id", "parse_networks",
-           "provider_by_ae", "provider_snapshot", "remove_provider", "validate_ae_title"]
+__all__ = ["ConsentError", "add_provider", "list_providers", "parse_networks", "provider_snapshot", "remove_provider",
+           "validate_ae_title"]
 
 
 def validate_ae_title(ae: str) -> str:

@@ -67,7 +67,7 @@ from gateway.ops.metrics import REFUSALS
 from scp.admission import AdmissionGate
 from scp.pdu import PduLimits, PduRefused, PeerClosed, a_abort, read_pdu
 
-#: the pynetdicom release every override here is written against (the one pyproject.toml should pin)
+#: the pynetdicom release every override here is written against (pyproject.toml pins it exactly)
 PINNED = "3.0.4"
 
 #: upstream function -> its signature as written against: replaced, extended (super()) or copied here

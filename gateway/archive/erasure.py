@@ -50,25 +50,15 @@ log = logging.getLogger(__name__)
 
 
 class ErasureError(Invalid):
-    """A deletion refused; ``status`` is its HTTP status (kept for adapters that read it)."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    """A deletion refused (its kind, for the adapters' tables, is its class)."""
 
 
 class ErasureNotFound(ErasureError, NotFound):
     """No such account or study, or not one the caller may see: 404."""
 
-    status = 404
-
 
 class ErasureForbidden(ErasureError, Forbidden):
     """The caller sees the account but may not delete this: 403."""
-
-    status = 403
 
 
 def _receipt_id() -> str:

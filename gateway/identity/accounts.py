@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from consent.decision import AccountRef, Principal, in_force
+from consent.decision import Principal, in_force
 from consent.errors import ConsentError
 from consent.models import Share
 from consent.providers import validate_ae_title
@@ -115,12 +115,6 @@ def get_account(session: Session, account_id: str, *, include_deleted: bool = Fa
     if account is None or (account.deleted_at is not None and not include_deleted):
         return None
     return account
-
-
-def account_ref(account: Account | None) -> AccountRef | None:
-    if account is None:
-        return None
-    return AccountRef(account.id, account.owner_id, account.deleted_at is not None)
 
 
 def list_accounts(session: Session) -> list[Account]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consent.decision import Action, Decision, Principal, decide
+from consent.decision import Action, Decision, Principal, decide, load_account
 from gateway.archive.access import require
 from gateway.archive.query import live_study_count as _live_study_count
 from gateway.archive.query import visible_studies as _visible_studies
 from gateway.db import Database
 from gateway.identity import consents
-from gateway.identity.accounts import account_ref, account_view, get_account
+from gateway.identity.accounts import account_view, get_account
 from gateway.identity.accounts import my_accounts as _my_accounts
 from gateway.ops import audit
 
@@ -64,7 +64,7 @@ def account_studies(db: Database, principal: Principal, account_id: str) -> tupl
     """The studies the caller may see, and whether the caller may delete them (one read)."""
     with db.session() as s:
         studies = _visible_studies(s, principal, account_id)
-        may_delete = decide(s, principal, Action.DELETE, account_ref(get_account(s, account_id))).allowed
+        may_delete = decide(s, principal, Action.DELETE, load_account(s, account_id)).allowed
     return studies, may_delete
 
 
