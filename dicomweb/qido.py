@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, json, request
 
 from dicomweb.dicomjson import result_json
 from dicomweb.media import MediaTypeError, parse_accept
+from gateway.dicom.uri import URI
 from gateway.http.auth import HttpError, principal_from_request, service_errors
 from gateway.archive.query import Query, QueryError
 from gateway.runtime.services import Services
@@ -46,12 +47,9 @@ def _search(account_id: str, q: Query) -> Response:
     base = dicomweb_root(account_id)
     body = []
     for r in results:
-        url = f"{base}/studies/{r['_study_uid']}"
-        if q.level in ("series", "instance"):
-            url += f"/series/{r['_series_uid']}"
-        if q.level == "instance":
-            url += f"/instances/{r['_sop_uid']}"
-        body.append(result_json(r, url))
+        series = r["_series_uid"] if q.level in ("series", "instance") else None
+        sop = r["_sop_uid"] if q.level == "instance" else None
+        body.append(result_json(r, str(URI(base, r["_study_uid"], series, sop))))
     return Response(json.dumps(body), status=200, mimetype="application/dicom+json")
 
 

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, json, request
 from consent.decision import Action
 from dicomweb.media import MediaTypeError, parse_content_type
 from dicomweb.multipart import BodyTooLarge, MultipartError, Part, boundary_from_content_type, iter_parts
+from gateway.dicom.uri import URI
 from gateway.http.auth import HttpError, authorise, principal_from_request
 from gateway.archive.ingest import IngestResult, Outcome
 from gateway.runtime.services import Services
@@ -168,14 +169,14 @@ def _response(svc: Services, account_id: str, results: list[IngestResult]) -> Re
     body: dict = {}
     studies = {r.study_uid for r in ok}
     if len(studies) == 1:
-        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{studies.pop()}"]}
+        body["00081190"] = {"vr": "UR", "Value": [str(URI(base, studies.pop()))]}
     if ok:
         body["00081199"] = {"vr": "SQ", "Value": [
             {
                 "00081150": {"vr": "UI", "Value": [r.sop_class_uid]},
                 "00081155": {"vr": "UI", "Value": [r.sop_instance_uid]},
                 "00081190": {"vr": "UR", "Value": [
-                    f"{base}/studies/{r.study_uid}/series/{r.series_uid}/instances/{r.sop_instance_uid}"]},
+                    str(URI(base, r.study_uid, r.series_uid, r.sop_instance_uid))]},
             }
             for r in ok
         ]}

@@ -20,6 +20,7 @@ from consent.decision import Principal
 from dicomweb.dicomjson import dataset_json
 from dicomweb.media import MediaTypeError, parse_accept
 from dicomweb.multipart import new_boundary, write_parts
+from gateway.dicom.uri import URI
 from gateway.dicom.frames import (MAX_FRAME_NUMBER, FrameDecodeError, FrameError, FrameListRefused, FrameOutOfRange,
                             FrameTooLarge, decoded_frames, frame_media_type, header_dataset, iter_raw_frames,
                             open_source, parse_frame_list)
@@ -101,7 +102,7 @@ def _instances_response(account_id: str, sel: Selection) -> Response:
             headers = {
                 "Content-Type": f"application/dicom; transfer-syntax={ref.transfer_syntax_uid}",
                 "Content-Length": str(ref.size),
-                "Content-Location": f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}",
+                "Content-Location": str(URI(base, ref.study_uid, ref.series_uid, ref.sop_uid)),
             }
             yield headers, svc.retrieve.open(ref)
 
@@ -169,7 +170,7 @@ def _metadata_response(account_id: str, sel: Selection) -> Response:
     out = []
     for ref in sel.instances:
         ds = read_header(svc, ref)
-        url = f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
+        url = str(URI(base, ref.study_uid, ref.series_uid, ref.sop_uid))
         item = dataset_json(ds, lambda tag, url=url: f"{url}/bulkdata/{tag}")
         if ref.rows:
             item["7FE00010"] = {"vr": "OB" if ref.transfer_syntax_uid not in _NATIVE else "OW",
