@@ -121,12 +121,15 @@ def cli(config: str | None, data_dir: str | None, database_url: str | None, as_j
 @click.option("--s3-region")
 @click.option("--workers", type=int, help="HTTP worker threads (default 8).")
 @click.option("--cors-origins", help="Comma-separated origins whose pages may call DICOMweb and the API.")
+@click.option("--trusted-proxies", help="Comma-separated proxy addresses/networks whose X-Forwarded-* are honoured.")
 @common
 def serve(**flags: Any) -> None:
     """Run the DIMSE SCP, the HTTP server and the scheduler."""
     ctx = click.get_current_context()
     if flags.get("cors_origins") is not None:
         flags["cors_origins"] = [o.strip() for o in flags["cors_origins"].split(",") if o.strip()]
+    if flags.get("trusted_proxies") is not None:
+        flags["trusted_proxies"] = [o.strip() for o in flags["trusted_proxies"].split(",") if o.strip()]
     settings = replace(ctx.meta["settings"], **{k: v for k, v in flags.items() if v is not None})
     try:
         validate(settings)

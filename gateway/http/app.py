@@ -13,6 +13,7 @@ from dicomweb.qido import bp as qido_bp
 from dicomweb.stow import bp as stow_bp
 from dicomweb.wado import bp as wado_bp
 from gateway.http.api import bp as api_bp
+from gateway.http.proxies import TrustedProxies
 from gateway.http.errors import REFUSALS, HttpError, http_error
 from gateway.http.pages import bp as web_bp
 from gateway.ops.health import health
@@ -95,6 +96,8 @@ def create_app(services: Services) -> Flask:
     _instrument(app, services)
     if services.settings.cors_origins:
         _cors(app, services.settings.cors_origins)
+    if services.settings.trusted_proxies:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, services.settings.trusted_proxies)  # type: ignore[method-assign]
 
     @app.get("/metrics")
     def metrics() -> Response:

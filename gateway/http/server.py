@@ -21,8 +21,10 @@ def make_http_server(app: Any, settings: Settings, sockets: list[socket.socket] 
     """
     if sockets and len(sockets) != 1:
         raise ValueError("one listening socket per HTTP server")
+    # waitress drops every X-Forwarded-* header unless trusted_proxies names proxies; then the app's
+    # TrustedProxies (gateway.http.proxies) applies them from those peers and drops them from the rest
     return make_guarded_server(app, settings, sockets[0] if sockets else None, ident="dicomgate",
-                               clear_untrusted_proxy_headers=True)
+                               clear_untrusted_proxy_headers=not settings.trusted_proxies)
 
 
 def run_http(http: Any, stopping: threading.Event) -> None:

@@ -5,7 +5,8 @@ reach). Otherwise the request's scheme and Host header, with the port the
 request came in on added when the Host header names none and that port is
 not the scheme's default: dicomweb-client sends ``Host: 127.0.0.1`` to port
 8080, and then followed the URLs we gave it to port 80. ``X-Forwarded-*``
-headers are not trusted (waitress drops them: no trusted proxy is set).
+headers count only from a peer in ``trusted_proxies`` (``gateway.http.proxies``
+applies them to the request first); from anyone else they are dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def base_url() -> str:
         port = str(request.environ.get("SERVER_PORT", ""))
         if port and port != _DEFAULT_PORTS.get(scheme):
             host = f"{host}:{port}"
+    elif host.endswith(f":{_DEFAULT_PORTS.get(scheme)}"):  # e.g. X-Forwarded-Port 443 with https
+        host = host.rsplit(":", 1)[0]
     return f"{scheme}://{host}"
 
 

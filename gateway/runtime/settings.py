@@ -7,6 +7,7 @@ merges the four layers in that order of precedence.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -74,6 +75,8 @@ class Settings:
     public_url: str | None = None
     #: origins (scheme://host[:port]) whose pages may call DICOMweb and the REST API (CORS); empty = off
     cors_origins: list[str] | None = None
+    #: reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For/Proto/Host/Port are honoured; empty = none
+    trusted_proxies: list[str] | None = None
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +114,7 @@ def _coerce(name: str, value: Any) -> Any:
         except (TypeError, ValueError):
             raise SettingsError(f"setting {name} must be a whole number, not {value!r}") from None
     if typ.startswith("list"):
-        if isinstance(value, str) and name == "cors_origins":  # env and flag: comma-separated
+        if isinstance(value, str) and name in ("cors_origins", "trusted_proxies"):  # env and flag: comma-separated
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise SettingsError(f"setting {name} must be a list")
@@ -178,6 +181,12 @@ def validate(s: Settings) -> None:
     for origin in s.cors_origins or []:
         if not isinstance(origin, str) or not re.fullmatch(r"https?://[^/\s?#]+", origin):
             raise SettingsError(f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no path)")
+    for proxy in s.trusted_proxies or []:
+        try:
+            ipaddress.ip_network(str(proxy).strip(), strict=False)
+        except ValueError:
+            raise SettingsError(f"trusted_proxies: {proxy!r} is not an IP address or network "
+                                "(e.g. 10.0.0.5, 10.0.0.0/24)") from None
     if s.public_url is not None and not (s.public_url.startswith("http://") or s.public_url.startswith("https://")):
         raise SettingsError(f"public_url must start with http:// or https://, not {s.public_url!r}")
     if s.operator_token is not None and len(s.operator_token) < 24:

@@ -92,3 +92,13 @@ def test_http_processes_auto_is_one_per_core_at_most_four(monkeypatch):
     assert http_process_count(load_settings(env={"DICOMGATE_HTTP_PROCESSES": "1"})) == 1
     with pytest.raises(SettingsError, match="http_processes must be between"):
         load_settings(env={"DICOMGATE_HTTP_PROCESSES": "-1"})
+
+
+def test_trusted_proxies_from_toml_list_or_comma_separated_env(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('trusted_proxies = ["10.0.0.5", "10.1.0.0/16"]\n')
+    assert load_settings(cfg, env={}).trusted_proxies == ["10.0.0.5", "10.1.0.0/16"]
+    assert load_settings(None, env={"DICOMGATE_TRUSTED_PROXIES": "10.0.0.5, ::1"}).trusted_proxies == ["10.0.0.5", "::1"]
+    assert load_settings(None, env={}).trusted_proxies is None  # none trusted by default
+    with pytest.raises(SettingsError, match="trusted_proxies: 'lb.example.org' is not an IP address"):
+        load_settings(None, env={"DICOMGATE_TRUSTED_PROXIES": "lb.example.org"})
