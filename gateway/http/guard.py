@@ -336,8 +336,8 @@ class GuardedServer(TcpWSGIServer):
             pass  # the server is closing: its trigger is gone
 
 
-def make_guarded_server(app: Any, settings: Settings, sock: socket.socket | None, **kw: Any) -> GuardedServer:
-    """A waitress server on ``sock`` (already listening) or on ``settings.host:http_port``."""
+def make_guarded_server(app: Any, settings: Settings, sock: socket.socket, **kw: Any) -> GuardedServer:
+    """A waitress server on ``sock``, already listening (``serve`` binds the port; its workers share it)."""
     adj = Adjustments(
         host=settings.host, port=settings.http_port, threads=settings.workers,
         connection_limit=settings.http_connection_limit,
@@ -362,7 +362,5 @@ def make_guarded_server(app: Any, settings: Settings, sock: socket.socket | None
 
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
-    if sock is None:
-        return Server(app, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
     sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
     return Server(app, map={}, _sock=sock, dispatcher=dispatcher, adj=adj, bind_socket=False, sockinfo=sockinfo)

@@ -14,16 +14,14 @@ from gateway.runtime.settings import Settings
 log = logging.getLogger("dicomgate")
 
 
-def make_http_server(app: Any, settings: Settings, sockets: list[socket.socket] | None = None) -> Any:
-    """Waitress on ``settings.host:http_port``, or on an already-listening socket (a worker's inherited one).
+def make_http_server(app: Any, settings: Settings, listener: socket.socket) -> Any:
+    """Waitress on the already-listening socket a worker inherits from ``serve`` (the only way it runs).
 
     Guarded against clients that have not authenticated: :mod:`gateway.http.guard`.
     """
-    if sockets and len(sockets) != 1:
-        raise ValueError("one listening socket per HTTP server")
     # waitress drops every X-Forwarded-* header unless trusted_proxies names proxies; then the app's
     # TrustedProxies (gateway.http.proxies) applies them from those peers and drops them from the rest
-    return make_guarded_server(app, settings, sockets[0] if sockets else None, ident="dicomgate",
+    return make_guarded_server(app, settings, listener, ident="dicomgate",
                                clear_untrusted_proxy_headers=not settings.trusted_proxies)
 
 

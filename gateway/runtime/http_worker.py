@@ -19,7 +19,7 @@ from gateway.runtime.settings import Settings
 def serve(settings: Settings, listener: socket.socket, failed: threading.Event) -> Callable[[], None]:
     """Start waitress on ``listener``; return what stops it. A server failure sets ``failed``."""
     services = Services.from_settings(settings, migrate=False)  # the parent migrated
-    http = make_http_server(create_app(services), settings, sockets=[listener])
+    http = make_http_server(create_app(services), settings, listener)
     threading.Thread(target=run_http, args=(http, failed), name="http", daemon=True).start()
 
     def stop() -> None:
